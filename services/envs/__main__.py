@@ -1,0 +1,54 @@
+"""`python -m services.envs --envs alfworld --host 127.0.0.1 --port PORT [--redis-url URL]`"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from services.envs.app import create_app
+from services.envs.registry import FACTORIES
+from shared.settings import EnvServiceSettings
+
+
+def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
+    parser = argparse.ArgumentParser(prog="python -m services.envs", description="Serve environments over HTTP.")
+    parser.add_argument("--envs", help=f"comma-separated envs to host ({', '.join(sorted(FACTORIES))})")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8001)")
+    parser.add_argument("--redis-url", help="episode store shared by replicas (default: in-process)")
+    parser.add_argument("--redis-prefix", help="key prefix in Redis")
+    parser.add_argument("--token", help="bearer token required on every route but /health")
+    parser.add_argument("--episode-ttl-s", type=float, help="idle episodes expire after this (default 3600)")
+    parser.add_argument("--max-open-episodes", type=int, help="open episodes per store (default 10000)")
+    parser.add_argument("--live-cache-size", type=int, help="live simulators kept per env (default 64)")
+    parser.add_argument("--sim-threads", type=int, help="worker threads for simulator work (default 8)")
+    parser.add_argument("--alfworld-dialect", choices=["2.1.2", "2.1.1"], help="ALFWorld text dialect")
+    parser.add_argument(
+        "--alfworld-data", type=Path, help="official ALFWorld data (else $ALFWORLD_DATA, else generated)"
+    )
+    parser.add_argument("--cache-dir", type=Path, help="where generated games are kept")
+    args = parser.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    if "envs" in given:
+        given["envs"] = [e.strip() for e in given["envs"].split(",") if e.strip()]
+        unknown = sorted(set(given["envs"]) - set(FACTORIES))
+        if unknown or not given["envs"]:
+            parser.error(f"unknown env(s) {unknown or given['envs']}; known: {', '.join(sorted(FACTORIES))}")
+    try:
+        return EnvServiceSettings(**given)
+    except ValidationError as e:
+        parser.error(str(e).replace("\n", " "))
+        raise  # unreachable: parser.error exits
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The real ALFWorld engine (TextWorld's PDDL environment with ALFWorld's wrappers), made cheap to reuse.
+
+Resetting a game costs seconds on a large kitchen: parsing the domain and grammar, and translating the
+PDDL problem to SAS twice. Three things make that cost paid once:
+
+- an `Engine` (one PDDL environment with its own copy of the fast-downward library) is reused
+  across episodes, and an engine that has loaded a game keeps its parsed logic for it;
+- the PDDL-to-SAS translation, a pure function of the domain and problem texts, is memoised
+  (bounded); it is also serialised, since fast-downward's translator keeps global options;
+- the `EnginePool` hands an idle engine that already holds the wanted game first.
+
+The pool is bounded (see `EnginePool`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import fast_downward
+import textworld
+from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+from textworld.envs.pddl import PddlEnv
+
+from services.envs.base import EnvBusy
+
+_translate_lock = threading.Lock()
+_translate = fast_downward.pddl2sas
+
+
+@functools.lru_cache(maxsize=256)
+def _memoised_translate(domain: str, problem: str, verbose: bool = False, optimize: bool = False) -> Any:
+    with _translate_lock:
+        return _translate(domain, problem, verbose=verbose, optimize=optimize)
+
+
+def _translate_once(domain: str, problem: str, verbose: bool = False, optimize: bool = False) -> Any:
+    return _memoised_translate(domain, problem, verbose, optimize)
+
+
+# TextWorld's PddlState calls `fast_downward.pddl2sas` by attribute at every reset; route it through
+# the memo. The result is only read by PddlState, never mutated.
+fast_downward.pddl2sas = _translate_once
+
+
+class Engine:
+    """One reusable ALFWorld game engine; not thread-safe (one episode at a time).
+
+    With `facts`, every state carries the game's facts (what ALFWorld's hand-coded expert reads).
+    """
+
+    def __init__(self, facts: bool = False) -> None:
+        self.infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=facts, extras=["gamefile"])
+        self._pddl = PddlEnv(self.infos)
+        self._env = AlfredInfos(AlfredDemangler(shuffle=False)(self._pddl))
+        self.gamefile: Path | None = None
+
+    def load(self, gamefile: Path) -> None:
+        if self.gamefile != gamefile:
+            self.gamefile = None
+            self._env.load(str(gamefile))
+            self.gamefile = gamefile
+
+    def reset(self, plan: bool = False) -> textworld.GameState:
+        """Start the loaded game over; with `plan`, also ask TextWorld's planner for a plan."""
+        self.infos.policy_commands = plan
+        try:
+            return self._env.reset()
+        finally:
+            self.infos.policy_commands = False
+
+    def step(self, command: str) -> tuple[textworld.GameState, float, bool]:
+        state, score, done = self._env.step(command)
+        return state, float(score), bool(done)
+
+
+class EnginePool:
+    """A bounded set of engines; an idle engine that already holds the wanted game is preferred.
+
+    Engines are never unloaded: fast-downward's library registers exit handlers, so unloading a copy
+    while the process lives crashes it at exit. The pool therefore creates at most `max_engines`, and
+    `acquire` waits (up to `wait_s`) for one to be released beyond that.
+    """
+
+    def __init__(self, max_engines: int = 64, wait_s: float = 120.0, facts: bool = False) -> None:
+        self.max_engines = max_engines
+        self.facts = facts
+        self.wait_s = wait_s
+        self._idle: OrderedDict[int, Engine] = OrderedDict()
+        self._available = threading.Condition()
+        self.created = 0
+        self.reused_game = 0
+
+    def acquire(self, gamefile: Path) -> Engine:
+        deadline = time.monotonic() + self.wait_s
+        with self._available:
+            while True:
+                match = next((key for key, e in reversed(self._idle.items()) if e.gamefile == gamefile), None)
+                if match is not None:
+                    self.reused_game += 1
+                    return self._idle.pop(match)
+                if self._idle:
+                    return self._idle.popitem(last=False)[1]
+                if self.created < self.max_engines:
+                    self.created += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._available.wait(remaining):
+                    raise EnvBusy(f"all {self.max_engines} ALFWorld engines are in use; retry later")
+        return Engine(facts=self.facts)
+
+    def release(self, engine: Engine) -> None:
+        with self._available:
+            self._idle[id(engine)] = engine
+            self._available.notify()
+
+    def idle(self) -> int:
+        with self._available:
+            return len(self._idle)

@@ -1,0 +1,124 @@
+"""ALFWorld as an `Environment`: the real engine over generated or official game files."""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from services.envs.alfworld.engine import Engine, EnginePool
+from services.envs.alfworld.games import Dialect, GameSource, GeneratedGames, OfficialGames
+from services.envs.alfworld.generator import GENERATOR_VERSION
+from services.envs.base import Environment, Opening, Simulator, Task, Transition, UnknownTask
+from shared.settings import EnvServiceSettings
+
+TASK_PREFIX = "Your task is to: "
+
+
+def goal_of(intro: str) -> str:
+    """The goal text of the intro: what follows `Your task is to: `, without the final period."""
+    return intro.rpartition(TASK_PREFIX)[2].strip().removesuffix(".")
+
+
+def official_download() -> Path | None:
+    """`$ALFWORLD_DATA` if it holds a download. (Importing `alfworld` sets the variable to an empty
+    default folder, so being set is not enough.)"""
+    folder = os.environ.get("ALFWORLD_DATA")
+    if folder and (Path(folder) / "json_2.1.1").is_dir():
+        return Path(folder)
+    return None
+
+
+class AlfworldSimulator(Simulator):
+    def __init__(self, pool: EnginePool, gamefile: Path, task_type: str) -> None:
+        self.pool = pool
+        self.gamefile = gamefile
+        self.task_type = task_type
+        self.engine: Engine | None = None
+
+    def reset(self) -> Opening:
+        if self.engine is None:
+            self.engine = self.pool.acquire(self.gamefile)
+            self.engine.load(self.gamefile)
+        game = json.loads(self.gamefile.read_text())
+        walkthrough = game.get("walkthrough")
+        state = self.engine.reset(plan=not walkthrough)
+        plan = walkthrough or list(state.get("policy_commands") or [])
+        traj = json.loads((self.gamefile.parent / "traj_data.json").read_text())
+        return Opening(
+            task=goal_of(state.feedback),
+            observation=state.feedback,
+            admissible_actions=list(state["admissible_commands"]),
+            info={"task_type": self.task_type, "won": False},
+            audit={
+                "expert_plan": plan,
+                "task_type": self.task_type,
+                "pddl_params": traj.get("pddl_params", {}),
+                "gamefile": str(self.gamefile),
+            },
+        )
+
+    def step(self, action: str) -> Transition:
+        assert self.engine is not None, "reset() first"
+        state, score, done = self.engine.step(action)
+        won = bool(state["won"])
+        return Transition(
+            observation=state.feedback,
+            reward=score,
+            done=done,
+            won=won,
+            admissible_actions=list(state["admissible_commands"]),
+            info={"task_type": self.task_type, "won": won},
+        )
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.pool.release(self.engine)
+            self.engine = None
+
+
+class AlfworldEnvironment(Environment):
+    name = "alfworld"
+    backend = "textworld"
+    max_steps = 50
+
+    def __init__(self, games: GameSource, pool: EnginePool, dialect: str) -> None:
+        self.games = games
+        self.pool = pool
+        self.dialect = dialect
+        kind = "official" if isinstance(games, OfficialGames) else f"generated-{GENERATOR_VERSION}"
+        self.version = f"alfworld-{version('alfworld')}+textworld-{version('textworld')}+{kind}+{dialect}"
+
+    @classmethod
+    def from_settings(cls, settings: EnvServiceSettings) -> AlfworldEnvironment:
+        pool = EnginePool(max_engines=settings.live_cache_size + settings.sim_threads + 4)
+        games: GameSource
+        data = settings.alfworld_data or official_download()
+        if data is not None:
+            games = OfficialGames(data)
+            dialect = "official"
+        else:
+            dialect = settings.alfworld_dialect
+            root = settings.cache_dir / "alfworld" / f"generated-{GENERATOR_VERSION}-{dialect}"
+            games = GeneratedGames(root, Dialect.load(dialect))
+        return cls(games, pool, dialect)
+
+    def settings(self) -> dict[str, Any]:
+        source = "official" if isinstance(self.games, OfficialGames) else "generated"
+        return {"dialect": self.dialect, "games": source}
+
+    def splits(self) -> dict[str, int]:
+        return self.games.splits()
+
+    def task(self, split: str, index: int) -> Task:
+        self.check_index(split, index)
+        return Task(f"alfworld/{split}/{index}", split, index, task_type=self.games.task_type(split, index))
+
+    def open(self, task: Task) -> Simulator:
+        try:
+            gamefile = self.games.gamefile(task.split, task.index)
+        except (KeyError, IndexError):
+            raise UnknownTask(task.task_id) from None
+        return AlfworldSimulator(self.pool, gamefile, self.games.task_type(task.split, task.index))

@@ -1,0 +1,69 @@
+"""Start service processes on loopback and wait until they answer `/health` (the launcher)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """A `python -m <module> ... --port P` process; `url` is where it listens."""
+
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        startup_s: float = 120.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.process = subprocess.Popen(self.command, env={**os.environ, **(env or {})})
+        self._wait(startup_s)
+
+    def _wait(self, startup_s: float) -> None:
+        deadline = time.monotonic() + startup_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{' '.join(self.command)} exited with code {self.process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{' '.join(self.command)} did not become healthy in {startup_s} s")
+
+    def kill(self) -> None:
+        """Die at once, as a crash would."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

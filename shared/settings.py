@@ -1,0 +1,48 @@
+"""Typed settings of the environment service, from flags, then `SDAR_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "sdar"
+
+
+class EnvServiceSettings(BaseSettings):
+    """Settings of `python -m services.envs`. Every field is also an `SDAR_<NAME>` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="SDAR_", extra="forbid")
+
+    envs: list[str] = Field(default_factory=lambda: ["alfworld"])
+    """Environments to host."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("SDAR_REDIS_URL", "REDIS_URL"))
+    """Episode store; without it, episodes live in this process only."""
+    redis_prefix: str = "sdar:envs:"
+    """Key prefix in Redis, so several deployments (or tests) can share one server."""
+    token: str | None = None
+    """Bearer token required on every route but `/health`."""
+    episode_ttl_s: float = Field(default=3600.0, gt=0)
+    """Idle episodes expire after this many seconds."""
+    max_open_episodes: int = Field(default=10_000, ge=1)
+    """Open episodes per store; beyond it, creating one answers 429."""
+    live_cache_size: int = Field(default=64, ge=1)
+    """Live simulators this replica keeps (per env); the rest are rebuilt by replay."""
+    sim_threads: int = Field(default=8, ge=1)
+    """Worker threads for simulator work, so the event loop never blocks."""
+    max_action_bytes: int = Field(default=4096, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+
+    alfworld_dialect: Literal["2.1.2", "2.1.1"] = "2.1.2"
+    """Text dialect: `2.1.2` (alfworld >= 0.4: `move X to Y`) or `2.1.1` (`put X in/on Y`)."""
+    alfworld_data: Path | None = None
+    """Official ALFWorld data. Without it, `$ALFWORLD_DATA` is used when it holds a download
+    (a `json_2.1.1` folder), and otherwise games are generated."""
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    """Where generated games are written once and reused."""

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real Redis (never a fake), in-process apps, a shared ALFWorld game cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from services.envs.app import create_app
+from shared.redis import EmbeddedRedis
+from shared.settings import EnvServiceSettings
+
+
+@pytest.fixture(scope="session")
+def redis_base_url() -> Iterator[str]:
+    """`$REDIS_URL`, else the machine's Redis on 127.0.0.1:6379, else an embedded Valkey."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    local = "redis://127.0.0.1:6379/0"
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(local, socket_connect_timeout=0.5)
+        if client.ping():
+            client.close()
+            yield local
+            return
+    server = EmbeddedRedis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix(redis_base_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; whatever is left under it is removed afterwards."""
+    prefix = f"sdar-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_base_url)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def alfworld_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated ALFWorld games, shared by the whole session (solving a game takes a second)."""
+    return tmp_path_factory.mktemp("sdar-cache")
+
+
+def settings(**overrides: object) -> EnvServiceSettings:
+    return EnvServiceSettings(**{"envs": ["counter"], **overrides})  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def serve(app_settings: EnvServiceSettings, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An app in this process, lifespan included, behind an httpx client."""
+    app = create_app(app_settings, **kwargs)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client

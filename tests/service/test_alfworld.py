@@ -1,0 +1,207 @@
+"""ALFWorld over HTTP on the real engine: the expert wins every task type of every panel, the texts
+follow environments.md §1.5, both dialects, official-format trees, and a bounded live cache."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.envs.alfworld.generator import SPLITS, TASK_TYPES
+from tests.conftest import serve, settings
+
+INTRO = re.compile(
+    r"-= Welcome to TextWorld, ALFRED! =-\n\n"
+    r"You are in the middle of a room\. Looking quickly around you, you see "
+    r"(?P<list>(a [a-z]+ \d+, )+and a [a-z]+ \d+)\.\n\n"
+    r"Your task is to: (?P<goal>[a-z ]+)\."
+)
+EXAMINE = r"(The {r} is open\. In it, you see (nothing|[a-z0-9, ]+)\.|The {r} is closed\.|On the {r}, you see (nothing|[a-z0-9, ]+)\.)"
+
+
+def alfworld(cache: Path, **overrides: object) -> object:
+    return settings(envs=["alfworld"], cache_dir=cache, **overrides)
+
+
+async def first_of_type(client: httpx.AsyncClient, split: str) -> dict[str, str]:
+    """The task id of the first task of each type in a split."""
+    tasks: dict[str, str] = {}
+    offset = 0
+    while len(tasks) < len(TASK_TYPES):
+        page = (
+            await client.get("/v1/envs/alfworld/tasks", params={"split": split, "offset": offset, "limit": 200})
+        ).json()
+        for task in page["tasks"]:
+            tasks.setdefault(task["task_type"], task["task_id"])
+        offset += 200
+    return tasks
+
+
+async def play_expert(client: httpx.AsyncClient, task_id: str) -> tuple[dict, list[dict]]:  # type: ignore[type-arg]
+    episode = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": task_id})).json()
+    record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+    results = []
+    for n, action in enumerate(record["expert_plan"]):
+        response = await client.post(f"/v1/episodes/{episode['episode_id']}/step", json={"action": action, "step": n})
+        assert response.status_code == 200, response.text
+        results.append(response.json())
+    return episode, results
+
+
+@pytest.mark.parametrize("split", SPLITS)
+async def test_expert_wins_every_task_type(split: str, alfworld_cache: Path) -> None:
+    async with serve(alfworld(alfworld_cache)) as client:
+        for task_type, task_id in (await first_of_type(client, split)).items():
+            episode, results = await play_expert(client, task_id)
+            assert episode["info"]["task_type"] == task_type
+            assert all(not r["done"] for r in results[:-1])
+            last = results[-1]
+            assert last["won"] and last["done"] and not last["truncated"] and last["reward"] == 1.0, task_id
+            assert all(r["info"]["task_type"] == task_type and r["admissible_actions"] for r in results)
+
+
+async def test_texts_follow_the_reference(alfworld_cache: Path) -> None:
+    async with serve(alfworld(alfworld_cache)) as client:
+        heat = (await first_of_type(client, "valid_seen"))["pick_heat_then_place_in_recep"]
+        episode, results = await play_expert(client, heat)
+        intro = INTRO.fullmatch(episode["observation"])
+        assert intro, episode["observation"]
+        assert intro["goal"] == episode["task"]
+        assert re.fullmatch(r"(put a hot|heat some) [a-z]+ (in|and put it in) [a-z]+", episode["task"])
+        assert "help" in episode["admissible_actions"] and "look" in episode["admissible_actions"]
+        assert episode["admissible_actions"] == sorted(set(episode["admissible_actions"]))
+        record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+        for action, result in zip(record["expert_plan"], results, strict=True):
+            text = result["observation"]
+            if action.startswith("go to "):
+                r = re.escape(action.removeprefix("go to "))
+                assert re.fullmatch(f"You arrive at {r}\\. " + EXAMINE.format(r=r), text), text
+            elif action.startswith("take "):
+                o, r = re.fullmatch(r"take (.+) from (.+)", action).groups()  # type: ignore[union-attr]
+                assert text == f"You pick up the {o} from the {r}."
+            elif action.startswith("move "):
+                o, r = re.fullmatch(r"move (.+) to (.+)", action).groups()  # type: ignore[union-attr]
+                assert text == f"You move the {o} to the {r}."
+            elif action.startswith("heat "):
+                o, r = re.fullmatch(r"heat (.+) with (.+)", action).groups()  # type: ignore[union-attr]
+                assert text == f"You heat the {o} using the {r}."
+            elif action.startswith("open "):
+                r = re.escape(action.removeprefix("open "))
+                assert re.fullmatch(
+                    f"You open the {r}\\. The {r} is open\\. In it, you see (nothing|[a-z0-9, ]+)\\.", text
+                )
+
+        # a second episode of the same task, for the texts of the remaining commands
+        eid = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": heat})).json()["episode_id"]
+
+        async def act(n: int, action: str) -> str:
+            response = await client.post(f"/v1/episodes/{eid}/step", json={"action": action, "step": n})
+            return str(response.json()["observation"])
+
+        assert await act(0, "inventory") == "You are not carrying anything."
+        assert await act(1, "fly to the moon") == "Nothing happens."
+        assert await act(2, "") == "Nothing happens."
+        look = await act(3, "look")
+        assert look.startswith("You are in the middle of a room. Looking quickly around you, you see ")
+        plan = record["expert_plan"]
+        take_at = next(i for i, a in enumerate(plan) if a.startswith("take "))
+        for i, action in enumerate(plan[: take_at + 1]):
+            await act(4 + i, action)
+        n = 4 + take_at + 1
+        obj, here = re.fullmatch(r"take (.+) from (.+)", plan[take_at]).groups()  # type: ignore[union-attr]
+        assert await act(n, "inventory") == f"You are carrying: a {obj}."
+        examined = await act(n + 1, f"examine {obj}")
+        assert re.fullmatch(
+            f"(There's nothing special about {obj}|This is a (normal|hot|cold|clean) {obj}.*)\\.?", examined
+        )
+        facing = await act(n + 2, "look")
+        assert facing.startswith(f"You are facing the {here}. Next to it, you see "), facing
+
+
+async def test_close_and_reopen_texts(alfworld_cache: Path) -> None:
+    async with serve(alfworld(alfworld_cache)) as client:
+        cool = (await first_of_type(client, "valid_seen"))["pick_cool_then_place_in_recep"]
+        episode = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": cool})).json()
+        eid = episode["episode_id"]
+        fridge = next(a.removeprefix("go to ") for a in episode["admissible_actions"] if a.startswith("go to fridge"))
+        steps = [f"go to {fridge}", f"open {fridge}", f"close {fridge}", f"examine {fridge}"]
+        texts = []
+        for n, action in enumerate(steps):
+            texts.append(
+                (await client.post(f"/v1/episodes/{eid}/step", json={"action": action, "step": n})).json()[
+                    "observation"
+                ]
+            )
+        assert texts[0] == f"You arrive at {fridge}. The {fridge} is closed."
+        assert texts[1].startswith(f"You open the {fridge}. The {fridge} is open. In it, you see ")
+        assert texts[2] == f"You close the {fridge}."
+        assert texts[3] == f"The {fridge} is closed."
+
+
+async def test_the_2_1_1_dialect(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.mktemp("dialect")
+    async with serve(alfworld(cache, alfworld_dialect="2.1.1")) as client:
+        info = (await client.get("/v1/envs")).json()[0]
+        assert info["dialect"] == "2.1.1" and "2.1.1" in info["version"]
+        task_id = (await first_of_type(client, "valid_unseen"))["pick_and_place_simple"]
+        episode, results = await play_expert(client, task_id)
+        assert "help" not in episode["admissible_actions"]
+        record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+        put = record["expert_plan"][-1]
+        assert re.fullmatch(r"put .+ in/on .+", put)
+        o, r = re.fullmatch(r"put (.+) in/on (.+)", put).groups()  # type: ignore[union-attr]
+        assert results[-1]["observation"] == f"You put the {o} in/on the {r}." and results[-1]["won"]
+        goto = next(r for a, r in zip(record["expert_plan"], results, strict=True) if a.startswith("go to "))
+        assert re.match(r"You arrive at loc \d+\. ", goto["observation"])
+
+
+async def test_official_tree_runs_unchanged(
+    alfworld_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generated games laid out as the official download, loaded through `$ALFWORLD_DATA`."""
+    async with serve(alfworld(alfworld_cache)) as client:
+        wanted = await first_of_type(client, "valid_seen")
+        transcripts = {}
+        for task_id in wanted.values():
+            episode, results = await play_expert(client, task_id)
+            transcripts[episode["observation"]] = [r["observation"] for r in results]
+    source = alfworld_cache / "alfworld"
+    (generated,) = source.glob("generated-*-2.1.2")
+    for trial in (generated / "json_2.1.1" / "valid_seen").glob("*/trial_*"):
+        shutil.copytree(trial, tmp_path / "json_2.1.1" / "valid_seen" / trial.parent.name / trial.name)
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
+    async with serve(alfworld(tmp_path / "unused-cache")) as client:
+        info = (await client.get("/v1/envs")).json()[0]
+        assert info["games"] == "official" and info["splits"] == {"valid_seen": len(wanted)}
+        page = (await client.get("/v1/envs/alfworld/tasks", params={"split": "valid_seen"})).json()
+        assert {t["task_type"] for t in page["tasks"]} == set(TASK_TYPES)
+        for task in page["tasks"]:
+            episode, results = await play_expert(client, task["task_id"])
+            assert [r["observation"] for r in results] == transcripts[episode["observation"]]
+            assert results[-1]["won"]
+    assert not (tmp_path / "unused-cache").exists()
+
+
+async def test_live_cache_is_bounded(alfworld_cache: Path) -> None:
+    async with serve(alfworld(alfworld_cache, live_cache_size=2, sim_threads=2)) as client:
+        task_id = (await first_of_type(client, "valid_seen"))["pick_and_place_simple"]
+        plan = None
+        ids = []
+        for _ in range(4):
+            episode = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": task_id})).json()
+            ids.append(episode["episode_id"])
+            plan = plan or (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()["expert_plan"]
+        service = client.app.state.service  # type: ignore[attr-defined]
+        for n, action in enumerate(plan):
+            for eid in ids:
+                response = await client.post(f"/v1/episodes/{eid}/step", json={"action": action, "step": n})
+                assert response.status_code == 200
+                assert len(service.caches["alfworld"]) <= 2
+        for eid in ids:
+            assert (await client.get(f"/v1/episodes/{eid}")).json()["results"][-1]["won"]
+        pool = service.envs["alfworld"].pool
+        assert pool.created <= pool.max_engines == 2 + 2 + 4
+        assert 'event="replay"' in (await client.get("/metrics")).text
