@@ -19,7 +19,8 @@ INTRO = re.compile(
     r"(?P<list>(a [a-z]+ \d+, )+and a [a-z]+ \d+)\.\n\n"
     r"Your task is to: (?P<goal>[a-z ]+)\."
 )
-EXAMINE = r"(The {r} is open\. In it, you see (nothing|[a-z0-9, ]+)\.|The {r} is closed\.|On the {r}, you see (nothing|[a-z0-9, ]+)\.)"
+LIST = r"(nothing|[a-z0-9, ]+)"
+EXAMINE = rf"(The {{r}} is open\. In it, you see {LIST}\.|The {{r}} is closed\.|On the {{r}}, you see {LIST}\.)"
 
 
 def alfworld(cache: Path, **overrides: object) -> object:
