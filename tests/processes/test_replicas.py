@@ -1,0 +1,153 @@
+"""Real server processes against a real Redis: stateless replicas, crashes, retries, churn."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import redis
+
+from shared.envs_client import EnvClient
+from shared.launch import ServiceProcess, free_port
+
+pytestmark = [pytest.mark.redis, pytest.mark.processes]
+
+
+def replica(redis_url: str, prefix: str, cache: Path, *extra: str, port: int | None = None) -> ServiceProcess:
+    args = ["--envs", "alfworld,counter", "--redis-url", redis_url, "--redis-prefix", prefix, "--cache-dir", str(cache)]
+    return ServiceProcess("services.envs", [*args, *extra], port=port)
+
+
+def expert_task(client: EnvClient) -> tuple[str, list[str]]:
+    task_id = next(
+        t.task_id
+        for t in client.tasks("alfworld", "valid_seen").tasks
+        if t.task_type == "pick_heat_then_place_in_recep"
+    )
+    episode = client.create("alfworld", task_id=task_id)
+    plan = client.record(episode.episode_id).audit["expert_plan"]
+    client.delete(episode.episode_id)
+    return task_id, plan
+
+
+def test_replicas_share_episodes_and_survive_a_crash(
+    redis_base_url: str, redis_prefix: str, alfworld_cache: Path
+) -> None:
+    with (
+        replica(redis_base_url, redis_prefix, alfworld_cache) as a,
+        replica(redis_base_url, redis_prefix, alfworld_cache) as b,
+    ):
+        ca, cb = EnvClient(a.url), EnvClient(b.url)
+        task_id, plan = expert_task(ca)
+
+        # the reference transcript: one replica, start to end
+        reference = ca.create("alfworld", task_id=task_id)
+        expected = [ca.step(reference.episode_id, action, n).observation for n, action in enumerate(plan)]
+
+        # alternate steps between the two replicas
+        episode = ca.create("alfworld", task_id=task_id)
+        assert episode.observation == reference.observation
+        alternating = [(ca if n % 2 == 0 else cb).step(episode.episode_id, action, n) for n, action in enumerate(plan)]
+        assert [r.observation for r in alternating] == expected and alternating[-1].won
+
+        # kill a replica mid-episode and finish on the other
+        episode = ca.create("alfworld", task_id=task_id)
+        half = len(plan) // 2
+        first = [ca.step(episode.episode_id, action, n).observation for n, action in enumerate(plan[:half])]
+        a.kill()
+        rest = [cb.step(episode.episode_id, action, n).observation for n, action in enumerate(plan) if n >= half]
+        assert first + rest == expected
+        record = cb.record(episode.episode_id)
+        assert record.actions == plan and record.results[-1].won
+        ca.close()
+        cb.close()
+
+
+def test_client_retries_through_a_restart(redis_base_url: str, redis_prefix: str, alfworld_cache: Path) -> None:
+    port = free_port()
+    server = replica(redis_base_url, redis_prefix, alfworld_cache, port=port)
+    with EnvClient(server.url, retries=8, backoff_s=0.25) as client:
+        episode = client.create("counter", split="train", index=3)  # count to 4
+        assert client.step(episode.episode_id, "inc", 0).step == 1
+        server.kill()
+        restarted: list[ServiceProcess] = []
+        starter = threading.Timer(
+            0.5, lambda: restarted.append(replica(redis_base_url, redis_prefix, alfworld_cache, port=port))
+        )
+        starter.start()
+        try:
+            result = client.step(episode.episode_id, "inc", 1)  # connection refused until the new replica is up
+            assert result.step == 2 and result.observation == "The counter shows 2."
+            # the same step again, as a client does when a response is lost: the recorded result
+            assert client.step(episode.episode_id, "inc", 1) == result
+            assert [client.step(episode.episode_id, "inc", n).won for n in (2, 3)] == [False, True]
+        finally:
+            starter.join()
+            for process in restarted:
+                process.stop()
+
+
+def test_abandoned_episodes_stay_bounded_and_expire(redis_base_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    ttl_s = 8.0
+    args = [
+        "--envs",
+        "counter",
+        "--redis-url",
+        redis_base_url,
+        "--redis-prefix",
+        redis_prefix,
+        "--episode-ttl-s",
+        str(ttl_s),
+        "--max-open-episodes",
+        "20000",
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    with ServiceProcess("services.envs", args) as server:
+        process = psutil.Process(server.process.pid)
+
+        def churn(n: int) -> None:
+            with EnvClient(server.url) as client, ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda i: client.create("counter", split="train", index=i % 1000), range(n)))
+
+        churn(500)  # warm up allocators and caches
+        before = process.memory_info().rss
+        started = time.monotonic()
+        churn(10_000)
+        took = time.monotonic() - started
+        grown_mb = (process.memory_info().rss - before) / 2**20
+        assert grown_mb < 50, f"RSS grew by {grown_mb:.1f} MB over 10,000 abandoned episodes"
+        client = redis.Redis.from_url(redis_base_url)
+        assert list(client.scan_iter(f"{redis_prefix}*", count=1000)), "episodes younger than the TTL are kept"
+        print(f"10,000 episodes in {took:.1f} s")
+        time.sleep(ttl_s + 1.5)
+        assert list(client.scan_iter(f"{redis_prefix}*", count=1000)) == []
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--envs", "nope"],
+        ["--envs", ""],
+        ["--port", "70000"],
+        ["--port", "x"],
+        ["--episode-ttl-s", "-1"],
+        ["--max-open-episodes", "0"],
+        ["--alfworld-dialect", "3"],
+        ["--live-cache-size", "0"],
+        ["--bogus"],
+    ],
+)
+def test_cli_rejects_bad_flags(args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "services.envs", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "usage: python -m services.envs" in out.stderr and "error:" in out.stderr
