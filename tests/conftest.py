@@ -13,29 +13,16 @@ import pytest
 import redis
 
 from services.envs.app import create_app
-from shared.redis import EmbeddedRedis
+from shared.redis import reachable, redis_server
 from shared.settings import EnvServiceSettings
 
 
 @pytest.fixture(scope="session")
 def redis_base_url() -> Iterator[str]:
     """`$REDIS_URL`, else the machine's Redis on 127.0.0.1:6379, else an embedded Valkey."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
     local = "redis://127.0.0.1:6379/0"
-    with contextlib.suppress(redis.RedisError):
-        client = redis.Redis.from_url(local, socket_connect_timeout=0.5)
-        if client.ping():
-            client.close()
-            yield local
-            return
-    server = EmbeddedRedis()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with redis_server(os.environ.get("REDIS_URL") or (local if reachable(local) else None)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -51,8 +38,10 @@ def redis_prefix(redis_base_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def alfworld_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generated ALFWorld games, shared by the whole session (solving a game takes a second)."""
-    return tmp_path_factory.mktemp("sdar-cache")
+    """Generated ALFWorld games, shared by the whole session (solving a game takes seconds);
+    `$SDAR_TEST_CACHE_DIR` keeps them across sessions."""
+    kept = os.environ.get("SDAR_TEST_CACHE_DIR")
+    return Path(kept) if kept else tmp_path_factory.mktemp("sdar-cache")
 
 
 def settings(**overrides: object) -> EnvServiceSettings:

