@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import httpx
+
 from services.envs.alfworld.generator import TASK_TYPES
 from shared.envs_client import EnvClient
 from shared.launch import ServiceProcess
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-url", help="an env service to use instead of starting one")
     args = parser.parse_args(argv)
     if args.env_url:
-        with EnvClient(args.env_url) as client:
+        with EnvClient(args.env_url, retries=1) as client:
+            try:
+                client.health()
+            except httpx.HTTPError as e:
+                parser.error(f"cannot reach the env service at {args.env_url}: {e}")
             wins = play_expert_episodes(client, args.split)
     else:
         print("starting the env service (python -m services.envs --envs alfworld) ...", flush=True)

@@ -3,6 +3,7 @@ follow environments.md §1.5, both dialects, official-format trees, and a bounde
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -206,3 +207,51 @@ async def test_live_cache_is_bounded(alfworld_cache: Path) -> None:
         pool = service.envs["alfworld"].pool
         assert pool.created <= pool.max_engines == 2 + 2 + 4
         assert 'event="replay"' in (await client.get("/metrics")).text
+
+
+def test_alfworld_package_plays_the_generated_tree(alfworld_cache: Path, tmp_path: Path) -> None:
+    """`alfworld`'s own `AlfredTWEnv` collects a generated tree as it does a download, and its batch
+    environment plays each game's walkthrough to a win."""
+    from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
+
+    from services.envs.alfworld import AlfworldEnvironment
+
+    env = AlfworldEnvironment.from_settings(alfworld(alfworld_cache))  # type: ignore[arg-type]
+    picked = [
+        t
+        for t in env.tasks("valid_unseen", 0, 134)
+        if t.task_type in ("pick_two_obj_and_place", "look_at_obj_in_light")
+    ]
+    for task in picked[:2]:
+        trial = env.games.gamefile(task.split, task.index).parent
+        shutil.copytree(trial, tmp_path / "json_2.1.1" / "valid_unseen" / trial.parent.name / trial.name)
+    data = tmp_path / "json_2.1.1"
+    config = {
+        "env": {
+            "goal_desc_human_anns_prob": 0,
+            "task_types": [1, 2, 3, 4, 5, 6],
+            "domain_randomization": False,
+            "expert_type": "handcoded",
+        },
+        "dataset": {
+            "data_path": str(data / "train"),
+            "eval_id_data_path": str(data / "valid_seen"),
+            "eval_ood_data_path": str(data / "valid_unseen"),
+            "num_train_games": -1,
+            "num_eval_games": -1,
+        },
+        "general": {"training_method": "dagger"},
+        "dagger": {"training": {"max_nb_steps_per_episode": 50}},
+    }
+    collected = AlfredTWEnv(config, train_eval="eval_out_of_distribution")
+    assert len(collected.game_files) == 2
+    batch = collected.init_env(batch_size=1)
+    try:
+        for _ in range(2):
+            _, infos = batch.reset()
+            gamefile = Path(infos["extra.gamefile"][0])
+            for command in json.loads(gamefile.read_text())["walkthrough"]:
+                _, _, dones, infos = batch.step([command])
+            assert infos["won"] == [True] and dones == (True,)
+    finally:
+        batch.close()

@@ -1,15 +1,32 @@
-"""Every route of the env service in-process, over the cheap `counter` env: the contract of
-DESIGN §3, the step table, lifecycle, limits, auth, and bad input on every route."""
+"""Every route of the env service in-process, over the cheap `counter` env, once with the in-process
+store and once with a real Redis: the contract of DESIGN §3, the step table, lifecycle, limits,
+auth, and bad input on every route."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 from services.envs.store import RedisEpisodeStore
+from shared.settings import EnvServiceSettings
 from tests.conftest import serve, settings
+
+Conf = Callable[..., EnvServiceSettings]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def conf(request: pytest.FixtureRequest) -> Conf:
+    """Settings of a counter server on the store this test runs against."""
+    store: dict[str, object] = {}
+    if request.param == "redis":
+        store = {
+            "redis_url": request.getfixturevalue("redis_base_url"),
+            "redis_prefix": request.getfixturevalue("redis_prefix"),
+        }
+    return lambda **overrides: settings(**{**store, **overrides})
 
 
 async def create(client: httpx.AsyncClient, **body: object) -> dict:  # type: ignore[type-arg]
@@ -35,10 +52,11 @@ async def record(client: httpx.AsyncClient, episode_id: str) -> dict:  # type: i
     return response.json()  # type: ignore[no-any-return]
 
 
-async def test_health_envs_and_tasks() -> None:
-    async with serve(settings()) as client:
+async def test_health_envs_and_tasks(conf: Conf) -> None:
+    async with serve(conf()) as client:
         health = await client.get("/health")
-        assert health.json() == {"status": "ok", "store": "memory", "envs": ["counter"]}
+        assert health.json()["status"] == "ok" and health.json()["envs"] == ["counter"]
+        assert health.json()["store"] == ("redis" if conf().redis_url else "memory")
         envs = (await client.get("/v1/envs")).json()
         assert envs == [
             {
@@ -63,8 +81,8 @@ async def test_health_envs_and_tasks() -> None:
         }
 
 
-async def test_tasks_bad_input() -> None:
-    async with serve(settings()) as client:
+async def test_tasks_bad_input(conf: Conf) -> None:
+    async with serve(conf()) as client:
         assert_error(await client.get("/v1/envs/nope/tasks", params={"split": "train"}), 404, "not_found")
         assert_error(await client.get("/v1/envs/counter/tasks", params={"split": "nope"}), 404, "not_found")
         assert_error(await client.get("/v1/envs/counter/tasks"), 422, "invalid_request")
@@ -75,8 +93,8 @@ async def test_tasks_bad_input() -> None:
         assert_error(await client.delete("/v1/envs"), 405, "method_not_allowed")
 
 
-async def test_create_episode() -> None:
-    async with serve(settings()) as client:
+async def test_create_episode(conf: Conf) -> None:
+    async with serve(conf()) as client:
         by_index = await create(client, split="train", index=2)
         assert by_index | {"episode_id": "x"} == {
             "episode_id": "x",
@@ -94,8 +112,8 @@ async def test_create_episode() -> None:
         assert by_id["observation"] == by_index["observation"], "episodes of one task start identical"
 
 
-async def test_create_with_client_id_is_idempotent() -> None:
-    async with serve(settings()) as client:
+async def test_create_with_client_id_is_idempotent(conf: Conf) -> None:
+    async with serve(conf()) as client:
         first = await create(client, task_id="counter/train/1", episode_id="client-chosen-1")
         again = await create(client, task_id="counter/train/1", episode_id="client-chosen-1")
         assert again == first
@@ -123,14 +141,14 @@ async def test_create_with_client_id_is_idempotent() -> None:
         ({"task_id": "nonsense"}, 404, "not_found"),
     ],
 )
-async def test_create_bad_input_changes_nothing(body: dict, status: int, code: str) -> None:  # type: ignore[type-arg]
-    async with serve(settings()) as client:
+async def test_create_bad_input_changes_nothing(conf: Conf, body: dict, status: int, code: str) -> None:  # type: ignore[type-arg]
+    async with serve(conf()) as client:
         assert_error(await client.post("/v1/envs/counter/episodes", json=body), status, code)
         assert await client.app.state.service.store.count() == 0  # type: ignore[attr-defined]
 
 
-async def test_create_malformed_and_unknown_env() -> None:
-    async with serve(settings()) as client:
+async def test_create_malformed_and_unknown_env(conf: Conf) -> None:
+    async with serve(conf()) as client:
         response = await client.post(
             "/v1/envs/counter/episodes", content=b"{not json", headers={"content-type": "application/json"}
         )
@@ -138,8 +156,8 @@ async def test_create_malformed_and_unknown_env() -> None:
         assert_error(await client.post("/v1/envs/nope/episodes", json={"split": "train", "index": 0}), 404, "not_found")
 
 
-async def test_step_table() -> None:
-    async with serve(settings()) as client:
+async def test_step_table(conf: Conf) -> None:
+    async with serve(conf()) as client:
         episode = await create(client, split="train", index=2)  # count to 3
         eid = episode["episode_id"]
         first = await step(client, eid, "inc", 0)
@@ -174,8 +192,8 @@ async def test_step_table() -> None:
         assert rec["step"] == 5 and rec["done"] and rec["expert_plan"] == ["inc", "inc", "inc"]
 
 
-async def test_invalid_actions_are_normal_steps_and_the_limit_truncates() -> None:
-    async with serve(settings()) as client:
+async def test_invalid_actions_are_normal_steps_and_the_limit_truncates(conf: Conf) -> None:
+    async with serve(conf()) as client:
         eid = (await create(client, split="train", index=6, max_steps=3))["episode_id"]
         for n, action in enumerate(["jump", "", "inc"]):
             result = (await step(client, eid, action, n)).json()
@@ -185,8 +203,8 @@ async def test_invalid_actions_are_normal_steps_and_the_limit_truncates() -> Non
         assert_error(await step(client, eid, "inc", 3), 409, "episode_done")
 
 
-async def test_step_bad_input_changes_nothing() -> None:
-    async with serve(settings(max_action_bytes=16, max_body_bytes=2048)) as client:
+async def test_step_bad_input_changes_nothing(conf: Conf) -> None:
+    async with serve(conf(max_action_bytes=16, max_body_bytes=2048)) as client:
         eid = (await create(client))["episode_id"]
         assert_error(await step(client, "no-such-episode", "inc", 0), 404, "not_found")
         assert_error(await step(client, eid, "x" * 17, 0), 413, "too_large")
@@ -205,8 +223,8 @@ async def test_step_bad_input_changes_nothing() -> None:
         assert rec["actions"] == [] and rec["step"] == 0
 
 
-async def test_concurrent_requests_for_one_step_apply_once() -> None:
-    async with serve(settings()) as client:
+async def test_concurrent_requests_for_one_step_apply_once(conf: Conf) -> None:
+    async with serve(conf()) as client:
         eid = (await create(client))["episode_id"]
         same = await asyncio.gather(*(step(client, eid, "inc", 0) for _ in range(10)))
         assert {r.status_code for r in same} == {200}
@@ -218,8 +236,8 @@ async def test_concurrent_requests_for_one_step_apply_once() -> None:
         assert len((await record(client, eid))["actions"]) == 2
 
 
-async def test_batch_step() -> None:
-    async with serve(settings()) as client:
+async def test_batch_step(conf: Conf) -> None:
+    async with serve(conf()) as client:
         a = (await create(client, split="train", index=0))["episode_id"]  # count to 1
         b = (await create(client, split="train", index=1))["episode_id"]  # count to 2
         response = await client.post(
@@ -249,8 +267,8 @@ async def test_batch_step() -> None:
             assert_error(await client.post("/v1/episodes:step", json=body), 422, "invalid_request")
 
 
-async def test_delete_then_404() -> None:
-    async with serve(settings()) as client:
+async def test_delete_then_404(conf: Conf) -> None:
+    async with serve(conf()) as client:
         eid = (await create(client))["episode_id"]
         assert (await client.delete(f"/v1/episodes/{eid}")).status_code == 204
         assert_error(await client.get(f"/v1/episodes/{eid}"), 404, "not_found")
@@ -259,16 +277,16 @@ async def test_delete_then_404() -> None:
         assert len(client.app.state.service.caches["counter"]) == 0  # type: ignore[attr-defined]
 
 
-async def test_idle_episodes_expire() -> None:
-    async with serve(settings(episode_ttl_s=0.3)) as client:
+async def test_idle_episodes_expire(conf: Conf) -> None:
+    async with serve(conf(episode_ttl_s=0.3)) as client:
         eid = (await create(client))["episode_id"]
         await asyncio.sleep(0.5)
         assert_error(await client.get(f"/v1/episodes/{eid}"), 404, "not_found")
         assert_error(await step(client, eid, "inc", 0), 404, "not_found")
 
 
-async def test_capacity_answers_429_and_changes_nothing() -> None:
-    async with serve(settings(max_open_episodes=2)) as client:
+async def test_capacity_answers_429_and_changes_nothing(conf: Conf) -> None:
+    async with serve(conf(max_open_episodes=2)) as client:
         await create(client)
         kept = (await create(client))["episode_id"]
         assert_error(
@@ -279,8 +297,8 @@ async def test_capacity_answers_429_and_changes_nothing() -> None:
         await create(client)
 
 
-async def test_bearer_token() -> None:
-    async with serve(settings(token="s3cret")) as client:
+async def test_bearer_token(conf: Conf) -> None:
+    async with serve(conf(token="s3cret")) as client:
         assert (await client.get("/health")).status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             assert_error(await client.get("/v1/envs", headers=headers), 401, "unauthorized")
@@ -293,14 +311,14 @@ async def test_bearer_token() -> None:
         assert (await client.get("/v1/envs", headers=good)).status_code == 200
 
 
-async def test_health_is_503_when_the_store_is_unreachable() -> None:
+async def test_health_is_503_when_the_store_is_unreachable(conf: Conf) -> None:
     store = RedisEpisodeStore("redis://127.0.0.1:1/0", 60, 10)
-    async with serve(settings(), store=store) as client:
+    async with serve(conf(), store=store) as client:
         assert_error(await client.get("/health"), 503, "store_unreachable")
 
 
-async def test_health_answers_while_a_slow_step_is_in_flight() -> None:
-    async with serve(settings()) as client:
+async def test_health_answers_while_a_slow_step_is_in_flight(conf: Conf) -> None:
+    async with serve(conf()) as client:
         eid = (await create(client))["episode_id"]
         slow = asyncio.create_task(step(client, eid, "sleep 1.5", 0))
         await asyncio.sleep(0.1)
@@ -309,8 +327,8 @@ async def test_health_answers_while_a_slow_step_is_in_flight() -> None:
         assert (await slow).status_code == 200
 
 
-async def test_live_cache_is_bounded_and_evicted_episodes_replay() -> None:
-    async with serve(settings(live_cache_size=3)) as client:
+async def test_live_cache_is_bounded_and_evicted_episodes_replay(conf: Conf) -> None:
+    async with serve(conf(live_cache_size=3)) as client:
         ids = [(await create(client, split="train", index=6))["episode_id"] for _ in range(8)]
         for n in range(3):
             for eid in ids:
