@@ -60,6 +60,7 @@ async def in_process(env: AlfworldEnvironment, tasks: list[str]) -> tuple[int, f
             if n < len(plans[eid]):
                 await service.step(eid, plans[eid][n], n)
     service_s = time.perf_counter() - start
+    await service.close()  # gives the engines back to the pool, each still holding its game
 
     engines = []
     for task_id in tasks:

@@ -10,10 +10,11 @@ between two replicas racing for one step; the loser drops its simulator, which h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,6 +64,10 @@ class AtCapacity(ServiceError):
     status, code = 429, "at_capacity"
 
 
+class VersionMismatch(ServiceError):
+    status, code = 409, "version_mismatch"
+
+
 class Busy(ServiceError):
     status, code = 503, "busy"
 
@@ -81,7 +86,7 @@ class _Live:
 class SimulatorCache:
     """Live simulators by episode id, least recently used evicted (and closed) beyond `capacity`.
 
-    Only touched from the event loop; simulators are closed in a worker thread.
+    Only touched from the event loop (and `Simulator.close` is quick).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -146,8 +151,8 @@ class EpisodeService:
         self.max_action_bytes = max_action_bytes
         self.caches = {name: SimulatorCache(live_cache_size) for name in envs}
         self._limiter = anyio.CapacityLimiter(sim_threads)
-        # Striped locks: steps of one episode on this replica run one at a time, in bounded memory.
-        self._locks = [asyncio.Lock() for _ in range(256)]
+        # Steps of one episode run one at a time on this replica; a lock lives while it is wanted.
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._on_event = on_event or (lambda env, event: None)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -246,9 +251,21 @@ class EpisodeService:
         if len(action.encode()) > self.max_action_bytes:
             raise TooLarge(f"action of {len(action.encode())} bytes exceeds the limit of {self.max_action_bytes}")
 
+    @contextlib.asynccontextmanager
+    async def _episode_lock(self, episode_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(episode_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[episode_id]
+
     async def step(self, episode_id: str, action: str, step: int) -> StepResult:
         self.check_action(action)
-        async with self._locks[hash(episode_id) % len(self._locks)]:
+        async with self._episode_lock(episode_id):
             stored = await self.store.get(episode_id)
             if stored is None:
                 raise NotFound(f"no episode {episode_id} (never created, closed, or expired)")
@@ -278,7 +295,7 @@ class EpisodeService:
         head = stored.head
         env = self.env(head["env"])
         if head["version"] != env.version or head["backend"] != env.backend:
-            raise ServiceError(
+            raise VersionMismatch(
                 f"episode {episode_id} was made by {head['backend']} {head['version']}, "
                 f"this server runs {env.backend} {env.version}"
             )

@@ -255,3 +255,24 @@ def test_alfworld_package_plays_the_generated_tree(alfworld_cache: Path, tmp_pat
             assert infos["won"] == [True] and dones == (True,)
     finally:
         batch.close()
+
+
+async def test_batch_route_steps_many_alfworld_episodes_at_once(alfworld_cache: Path) -> None:
+    """Many ALFWorld episodes stepped concurrently (worker threads) stay correct."""
+    async with serve(alfworld(alfworld_cache, sim_threads=8)) as client:
+        tasks = list((await first_of_type(client, "valid_seen")).values())
+        episodes = []
+        for i in range(24):
+            episode, _ = (
+                (await client.post("/v1/envs/alfworld/episodes", json={"task_id": tasks[i % len(tasks)]})).json(),
+                None,
+            )
+            plan = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()["expert_plan"]
+            episodes.append((episode["episode_id"], plan))
+        for n in range(max(len(plan) for _, plan in episodes)):
+            due = [{"episode_id": eid, "action": plan[n], "step": n} for eid, plan in episodes if n < len(plan)]
+            response = await client.post("/v1/episodes:step", json={"steps": due})
+            assert response.status_code == 200, response.text
+            assert all("error" not in r for r in response.json()["results"]), response.json()
+        for eid, _ in episodes:
+            assert (await client.get(f"/v1/episodes/{eid}")).json()["results"][-1]["won"]

@@ -5,11 +5,17 @@ PDDL problem to SAS twice. Three things make that cost paid once:
 
 - an `Engine` (one PDDL environment with its own copy of the fast-downward library) is reused
   across episodes, and an engine that has loaded a game keeps its parsed logic for it;
+- the parsed grammar (`GameLogic`) of a game is shared by every engine that loads it;
 - the PDDL-to-SAS translation, a pure function of the domain and problem texts, is memoised
   (bounded); it is also serialised, since fast-downward's translator keeps global options;
 - the `EnginePool` hands an idle engine that already holds the wanted game first.
 
 The pool is bounded (see `EnginePool`).
+
+TextWorld is not thread-safe: it parses grammar conditions with one module-level tatsu parser, and
+two engines stepping in two threads corrupt it. Every engine call therefore holds one process-wide
+lock. Simulator work still runs off the event loop; a replica runs one ALFWorld operation at a time
+(Python would not run two at once anyway), and throughput scales with replicas.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ import fast_downward
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 from textworld.envs.pddl import PddlEnv
+from textworld.envs.pddl import logic as pddl_logic
 
 from services.envs.base import EnvBusy
 
+_engine_lock = threading.RLock()
 _translate_lock = threading.Lock()
 _translate = fast_downward.pddl2sas
 
@@ -46,6 +54,11 @@ def _translate_once(domain: str, problem: str, verbose: bool = False, optimize: 
 # the memo. The result is only read by PddlState, never mutated.
 fast_downward.pddl2sas = _translate_once
 
+# PddlEnv.load builds `pddl_logic.GameLogic(domain=..., grammar=...)`, parsing the grammar with tatsu,
+# for every engine that loads a game. The same texts give the same logic, and engines only read it
+# (under `_engine_lock`), so engines that load one game share one parse.
+pddl_logic.GameLogic = functools.lru_cache(maxsize=64)(pddl_logic.GameLogic)
+
 
 class Engine:
     """One reusable ALFWorld game engine; not thread-safe (one episode at a time).
@@ -62,19 +75,22 @@ class Engine:
     def load(self, gamefile: Path) -> None:
         if self.gamefile != gamefile:
             self.gamefile = None
-            self._env.load(str(gamefile))
+            with _engine_lock:
+                self._env.load(str(gamefile))
             self.gamefile = gamefile
 
     def reset(self, plan: bool = False) -> textworld.GameState:
         """Start the loaded game over; with `plan`, also ask TextWorld's planner for a plan."""
-        self.infos.policy_commands = plan
-        try:
-            return self._env.reset()
-        finally:
-            self.infos.policy_commands = False
+        with _engine_lock:
+            self.infos.policy_commands = plan
+            try:
+                return self._env.reset()
+            finally:
+                self.infos.policy_commands = False
 
     def step(self, command: str) -> tuple[textworld.GameState, float, bool]:
-        state, score, done = self._env.step(command)
+        with _engine_lock:
+            state, score, done = self._env.step(command)
         return state, float(score), bool(done)
 
 

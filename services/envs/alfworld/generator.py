@@ -25,7 +25,7 @@ from pathlib import Path
 import alfworld.gen.constants as constants
 import alfworld.gen.goal_library as goal_library
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "1"  # bump on any change to what a (split, index) generates: it keys the game cache
 
 TASK_TYPES = (
     "pick_and_place_simple",
