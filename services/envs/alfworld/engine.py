@@ -60,6 +60,12 @@ fast_downward.pddl2sas = _translate_once
 pddl_logic.GameLogic = functools.lru_cache(maxsize=64)(pddl_logic.GameLogic)
 
 
+def clear_memos() -> None:
+    """Forget shared parses and translations (for measuring a cold start)."""
+    _memoised_translate.cache_clear()
+    pddl_logic.GameLogic.cache_clear()
+
+
 class Engine:
     """One reusable ALFWorld game engine; not thread-safe (one episode at a time).
 
