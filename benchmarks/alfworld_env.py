@@ -128,10 +128,13 @@ def main() -> None:
         ("HTTP, one step per request", http_steps / http_s),
         (f"HTTP, batch route ({args.episodes} episodes a request)", batch_steps / batch_s),
     ]
-    print(
-        f"\nreset latency (median of {len(games[:6]) * 2}): cold engine {reset['cold_s'] * 1000:.0f} ms, "
-        f"reused engine {reset['warm_s'] * 1000:.0f} ms ({reset['cold_s'] / reset['warm_s']:.1f}x faster)"
-    )
+    print(f"\nreset latency, median of {len(games[:6]) * 2}:\n| engine | ms | vs cold |\n|---|---|---|")
+    for name, key in (
+        ("cold (nothing reused)", "cold_s"),
+        ("new, game parsed before", "shared_s"),
+        ("reused, holding the game", "warm_s"),
+    ):
+        print(f"| {name} | {reset[key] * 1000:.0f} | {reset['cold_s'] / reset[key]:.1f}x |")
     print("\n| path | steps/s | vs engine |\n|---|---|---|")
     for name, rate in rows:
         print(f"| {name} | {rate:.1f} | {rate / rows[0][1]:.2f} |")
