@@ -11,8 +11,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-API_VERSION = "v1"
-
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -136,7 +136,7 @@ class Metrics:
         )
         self.events = Counter(
             "sdar_env_episode_events_total",
-            "Episode events (created, step, replay)",
+            "Episode events (created, step, replay, evicted)",
             ["env", "event"],
             registry=self.registry,
         )

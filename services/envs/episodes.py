@@ -92,7 +92,6 @@ class SimulatorCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._live: OrderedDict[str, _Live] = OrderedDict()
-        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._live)
@@ -109,7 +108,6 @@ class SimulatorCache:
         while len(self._live) > self.capacity:
             _, old = self._live.popitem(last=False)
             evicted.append(old)
-            self.evictions += 1
         return evicted
 
     def drain(self) -> list[_Live]:
@@ -243,6 +241,7 @@ class EpisodeService:
     async def _keep(self, env_name: str, episode_id: str, live: _Live) -> None:
         for old in self.caches[env_name].put(episode_id, live):
             old.simulator.close()
+            self._on_event(env_name, "evicted")
 
     # ---------------------------------------------------------------------------------------
     # step

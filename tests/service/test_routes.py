@@ -338,4 +338,5 @@ async def test_live_cache_is_bounded_and_evicted_episodes_replay(conf: Conf) -> 
             assert [r["observation"] for r in (await record(client, eid))["results"]][-1] == "The counter shows 3."
         metrics = (await client.get("/metrics")).text
         assert 'sdar_env_episode_events_total{env="counter",event="replay"}' in metrics
+        assert 'sdar_env_episode_events_total{env="counter",event="evicted"}' in metrics
         assert "sdar_env_live_simulators" in metrics and "sdar_env_requests_total" in metrics

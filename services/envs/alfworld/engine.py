@@ -115,7 +115,6 @@ class EnginePool:
         self._idle: OrderedDict[int, Engine] = OrderedDict()
         self._available = threading.Condition()
         self.created = 0
-        self.reused_game = 0
 
     def acquire(self, gamefile: Path) -> Engine:
         deadline = time.monotonic() + self.wait_s
@@ -123,7 +122,6 @@ class EnginePool:
             while True:
                 match = next((key for key, e in reversed(self._idle.items()) if e.gamefile == gamefile), None)
                 if match is not None:
-                    self.reused_game += 1
                     return self._idle.pop(match)
                 if self._idle:
                     return self._idle.popitem(last=False)[1]
@@ -139,7 +137,3 @@ class EnginePool:
         with self._available:
             self._idle[id(engine)] = engine
             self._available.notify()
-
-    def idle(self) -> int:
-        with self._available:
-            return len(self._idle)
