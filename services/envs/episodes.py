@@ -22,7 +22,7 @@ import anyio
 from anyio import to_thread
 
 from services.envs.base import EnvBusy, Environment, Simulator, Task, Transition, UnknownTask
-from services.envs.store import EpisodeStore, StoreFull
+from services.envs.store import EpisodeStore, StoredEpisode, StoreFull
 from shared.wire import CreateEpisode, Episode, EpisodeRecord, StepResult
 
 T = TypeVar("T")
@@ -232,7 +232,7 @@ class EpisodeService:
         self._on_event(env.name, "created")
         return episode
 
-    def _existing(self, stored: Any, env_name: str, task: Task, max_steps: int) -> Episode:
+    def _existing(self, stored: StoredEpisode, env_name: str, task: Task, max_steps: int) -> Episode:
         head = stored.head
         if head["env"] != env_name or head["task_id"] != task.task_id or head["max_steps"] != max_steps:
             raise EpisodeExists(f"episode {head['episode_id']} exists with another env, task or step limit")
@@ -273,7 +273,7 @@ class EpisodeService:
                 return answer
             return await self._apply(stored, episode_id, action, step)
 
-    def _recorded(self, stored: Any, episode_id: str, action: str, step: int) -> StepResult | None:
+    def _recorded(self, stored: StoredEpisode, episode_id: str, action: str, step: int) -> StepResult | None:
         """The step table, for every row but 'apply it'."""
         current = len(stored.steps)
         if step < current:
@@ -290,7 +290,7 @@ class EpisodeService:
             raise EpisodeDone(f"episode {episode_id} has ended after {current} steps", current_step=current)
         return None
 
-    async def _apply(self, stored: Any, episode_id: str, action: str, step: int) -> StepResult:
+    async def _apply(self, stored: StoredEpisode, episode_id: str, action: str, step: int) -> StepResult:
         head = stored.head
         env = self.env(head["env"])
         if head["version"] != env.version or head["backend"] != env.backend:
@@ -324,7 +324,7 @@ class EpisodeService:
             raise StepConflict(f"episode {episode_id} changed during the step", current_step=len(fresh.steps))
         return answer
 
-    async def _replay(self, env: Environment, stored: Any) -> _Live:
+    async def _replay(self, env: Environment, stored: StoredEpisode) -> _Live:
         """Rebuild the simulator of an episode: reset, then every recorded action."""
         head = stored.head
         task = env.task_by_id(head["task_id"])

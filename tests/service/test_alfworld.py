@@ -263,10 +263,7 @@ async def test_batch_route_steps_many_alfworld_episodes_at_once(alfworld_cache: 
         tasks = list((await first_of_type(client, "valid_seen")).values())
         episodes = []
         for i in range(24):
-            episode, _ = (
-                (await client.post("/v1/envs/alfworld/episodes", json={"task_id": tasks[i % len(tasks)]})).json(),
-                None,
-            )
+            episode = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": tasks[i % len(tasks)]})).json()
             plan = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()["expert_plan"]
             episodes.append((episode["episode_id"], plan))
         for n in range(max(len(plan) for _, plan in episodes)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib.metadata import version
@@ -31,6 +32,15 @@ def official_download() -> Path | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def trial_facts(gamefile: Path) -> tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    """A trial's walkthrough (empty if the file has none) and `pddl_params`, read once per game
+    rather than at every reset and replay."""
+    walkthrough = json.loads(gamefile.read_text()).get("walkthrough") or []
+    traj = json.loads((gamefile.parent / "traj_data.json").read_text())
+    return tuple(walkthrough), tuple(sorted(traj.get("pddl_params", {}).items()))
+
+
 class AlfworldSimulator(Simulator):
     def __init__(self, pool: EnginePool, gamefile: Path, task_type: str) -> None:
         self.pool = pool
@@ -42,11 +52,9 @@ class AlfworldSimulator(Simulator):
         if self.engine is None:
             self.engine = self.pool.acquire(self.gamefile)
             self.engine.load(self.gamefile)
-        game = json.loads(self.gamefile.read_text())
-        walkthrough = game.get("walkthrough")
+        walkthrough, pddl_params = trial_facts(self.gamefile)
         state = self.engine.reset(plan=not walkthrough)
-        plan = walkthrough or list(state.get("policy_commands") or [])
-        traj = json.loads((self.gamefile.parent / "traj_data.json").read_text())
+        plan = list(walkthrough) or list(state.get("policy_commands") or [])
         return Opening(
             task=goal_of(state.feedback),
             observation=state.feedback,
@@ -55,7 +63,7 @@ class AlfworldSimulator(Simulator):
             audit={
                 "expert_plan": plan,
                 "task_type": self.task_type,
-                "pddl_params": traj.get("pddl_params", {}),
+                "pddl_params": dict(pddl_params),
                 "gamefile": str(self.gamefile),
             },
         )

@@ -84,6 +84,7 @@ class GeneratedGames(GameSource):
         self._solver_dialect = dialect if dialect.name == "2.1.2" else Dialect.load("2.1.2")
         self.checkers = EnginePool(max_engines=2, facts=True)
         self._locks = [threading.Lock() for _ in range(64)]
+        self._paths: dict[tuple[str, int], Path] = {}  # resolved games: at most one per panel item
 
     def splits(self) -> dict[str, int]:
         return {split: len(generator.panel(split)) for split in generator.SPLITS}
@@ -92,20 +93,29 @@ class GeneratedGames(GameSource):
         return generator.panel(split)[index].task_type
 
     def gamefile(self, split: str, index: int) -> Path:
+        known = self._paths.get((split, index))
+        if known is not None:
+            return known
         slot = generator.panel(split)[index]
         with self._locks[index % len(self._locks)]:
-            attempt = 0
-            while True:
-                game = generator.generate(slot, attempt)
-                path = self.root / split / game.folder / "game.tw-pddl"
-                if path.is_file():
-                    return path
-                walkthrough = self._solve(game)
-                if walkthrough is not None:
-                    return generator.write_game(game, self.root, self.dialect.domain, self.dialect.grammar, walkthrough)
-                attempt = game.attempt + 1
-                if attempt >= MAX_ATTEMPTS:
-                    raise SolvabilityError(f"the expert won no draw of alfworld/{split}/{index} in {attempt} attempts")
+            self._paths[split, index] = path = self._resolve(slot)
+            return path
+
+    def _resolve(self, slot: generator.TaskSlot) -> Path:
+        """The first draw of a slot that the expert wins: from the cache, or generated and checked."""
+        split, index = slot.split, slot.index
+        attempt = 0
+        while True:
+            game = generator.generate(slot, attempt)
+            path = self.root / split / game.folder / "game.tw-pddl"
+            if path.is_file():
+                return path
+            walkthrough = self._solve(game)
+            if walkthrough is not None:
+                return generator.write_game(game, self.root, self.dialect.domain, self.dialect.grammar, walkthrough)
+            attempt = game.attempt + 1
+            if attempt >= MAX_ATTEMPTS:
+                raise SolvabilityError(f"the expert won no draw of alfworld/{split}/{index} in {attempt} attempts")
 
     def _solve(self, game: generator.GeneratedGame) -> list[str] | None:
         """The expert's winning commands in this source's dialect, or None if it does not win."""

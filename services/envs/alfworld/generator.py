@@ -126,8 +126,8 @@ MISSING_RECEPTACLE_COUNTS = {
 CAN_CONTAIN: dict[str, frozenset[str]] = {
     recep: frozenset(objs) for recep, objs in constants.VAL_RECEPTACLE_OBJECTS.items()
 }
-PICKUPABLE = frozenset().union(*CAN_CONTAIN.values()) - frozenset(CAN_CONTAIN) | RECEPTACLE_OBJECTS
-PICKUPABLE = PICKUPABLE - {"Towel"}  # only TowelHolder takes it and goals never use it
+# Towel is left out: only TowelHolder takes it and no goal uses it.
+PICKUPABLE = (frozenset().union(*CAN_CONTAIN.values()) - frozenset(CAN_CONTAIN) | RECEPTACLE_OBJECTS) - {"Towel"}
 
 
 def room_of(scene: int) -> str:
