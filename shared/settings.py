@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,4 +45,34 @@ class EnvServiceSettings(BaseSettings):
     """Official ALFWorld data. Without it, `$ALFWORLD_DATA` is used when it holds a download
     (a `json_2.1.1` folder), and otherwise games are generated."""
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    """Where generated games are written once and reused."""
+    """Where generated games (and WebShop's title nouns) are written once and reused."""
+
+    webshop_backend: Literal["embedded", "original"] = "embedded"
+    """`embedded`: a generated catalog; `original`: the real WebShop data files given below."""
+    webshop_products: Path | None = None
+    """`original`: the product file (`items_shuffle_1000.json` or `items_shuffle.json`)."""
+    webshop_attributes: Path | None = None
+    """`original`: the attribute and synthetic-instruction file (`items_ins_v2_1000.json`)."""
+    webshop_human_goals: Path | None = None
+    """`original`: the human instruction file (`items_human_ins.json`), for `webshop_goals=human`."""
+    webshop_goals: Literal["synthetic", "human"] = "synthetic"
+    """Goals as WebShop makes them from the attribute file, or the crowd-written ones."""
+    webshop_catalog_size: int = Field(default=1000, ge=50, le=100_000)
+    """`embedded`: products to generate."""
+    webshop_seed: int = 0
+    """`embedded`: catalog seed; every seed gives another fixed catalog."""
+
+    @model_validator(mode="after")
+    def _webshop_files(self) -> EnvServiceSettings:
+        if self.webshop_backend == "original":
+            needed = {"webshop_products": self.webshop_products}
+            if self.webshop_goals == "synthetic":
+                needed["webshop_attributes"] = self.webshop_attributes
+            else:
+                needed["webshop_human_goals"] = self.webshop_human_goals
+            for name, path in needed.items():
+                if path is None:
+                    raise ValueError(f"webshop_backend=original with {self.webshop_goals} goals needs {name}")
+                if not path.is_file():
+                    raise ValueError(f"{name}: no file {path}")
+        return self

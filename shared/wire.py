@@ -154,8 +154,9 @@ class EpisodeRecord(Episode):
     created_at: float
     updated_at: float
     audit: dict[str, Any] = Field(default_factory=dict)
-    """Env-specific audit fields (ALFWorld: `expert_plan`, `task_type`, `gamefile`); also
-    flattened into the top level."""
+    """Env-specific audit fields (ALFWorld: `expert_plan`, `task_type`, `gamefile`; WebShop: `goal`,
+    then `purchase` once bought), from the reset and every step so far; also flattened into the
+    top level."""
 
 
 class Health(Response):

@@ -1,4 +1,4 @@
-"""`python -m services.envs --envs alfworld --host 127.0.0.1 --port PORT [--redis-url URL]`"""
+"""`python -m services.envs --envs alfworld,webshop --host 127.0.0.1 --port PORT [--redis-url URL]`"""
 
 from __future__ import annotations
 
@@ -29,7 +29,16 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
     parser.add_argument(
         "--alfworld-data", type=Path, help="official ALFWorld data (else $ALFWORLD_DATA, else generated)"
     )
-    parser.add_argument("--cache-dir", type=Path, help="where generated games are kept")
+    parser.add_argument("--cache-dir", type=Path, help="where generated games and WebShop title nouns are kept")
+    parser.add_argument(
+        "--webshop-backend", choices=["embedded", "original"], help="generated catalog, or the real data files"
+    )
+    parser.add_argument("--webshop-products", type=Path, help="original: items_shuffle*.json")
+    parser.add_argument("--webshop-attributes", type=Path, help="original: items_ins_v2*.json")
+    parser.add_argument("--webshop-human-goals", type=Path, help="original: items_human_ins.json")
+    parser.add_argument("--webshop-goals", choices=["synthetic", "human"], help="goal set (default synthetic)")
+    parser.add_argument("--webshop-catalog-size", type=int, help="embedded: products to generate (default 1000)")
+    parser.add_argument("--webshop-seed", type=int, help="embedded: catalog seed (default 0)")
     args = parser.parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
     if "envs" in given:

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.envs.base import Environment, UnknownTask
+from services.envs.base import Environment, UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, ServiceError
 from services.envs.registry import build_envs
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
@@ -188,7 +188,8 @@ def create_app(
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
     @app.exception_handler(UnknownTask)
-    async def unknown_task(_: Request, exc: UnknownTask) -> JSONResponse:
+    @app.exception_handler(UnknownResource)
+    async def unknown_task(_: Request, exc: LookupError) -> JSONResponse:
         return error_response(404, "not_found", str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -264,6 +265,16 @@ def create_app(
             tasks=[TaskInfo.model_validate(t, from_attributes=True) for t in tasks],
             total=environment.splits()[split],
         )
+
+    @router.get("/v1/envs/{env}/{collection}/{key}")
+    async def lookup(
+        env: str,
+        collection: Annotated[str, Path(max_length=64)],
+        key: Annotated[str, Path(max_length=256)],
+        svc: Service,
+    ) -> dict[str, Any]:
+        """An env-specific resource: `GET /v1/envs/webshop/products/{asin}`."""
+        return svc.env(env).lookup(collection, key)
 
     @router.post("/v1/envs/{env}/episodes", response_model=Episode, status_code=201)
     async def create_episode(env: str, body: CreateEpisode, svc: Service) -> Episode:

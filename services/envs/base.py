@@ -46,6 +46,8 @@ class Transition:
     won: bool
     admissible_actions: list[str] | None
     info: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
+    """Fields for the episode record only (a purchase and its reward terms), never sent in results."""
 
 
 class Simulator(ABC):
@@ -68,6 +70,10 @@ class EnvBusy(RuntimeError):
 
 class UnknownTask(LookupError):
     """No such task in this environment."""
+
+
+class UnknownResource(LookupError):
+    """No such env-specific resource."""
 
 
 class Environment(ABC):
@@ -114,6 +120,11 @@ class Environment(ABC):
     @abstractmethod
     def open(self, task: Task) -> Simulator:
         """A new simulator on `task`, not yet reset. Blocking."""
+
+    def lookup(self, collection: str, key: str) -> dict[str, Any]:
+        """An env-specific resource, served at `GET /v1/envs/{env}/{collection}/{key}` (WebShop's
+        products); raises `UnknownResource`."""
+        raise UnknownResource(f"env {self.name!r} has no collection {collection!r}")
 
     def close(self) -> None:
         """Free what the environment holds (simulator pools, files)."""

@@ -307,9 +307,10 @@ class EpisodeService:
         transition = await self._run(live.simulator.step, action)
         live.steps += 1
         result = _step_result(episode_id, transition, step + 1, head["max_steps"])
-        appended = await self.store.append(
-            episode_id, step, {"action": action, "result": result.model_dump()}, result.done
-        )
+        entry = {"action": action, "result": result.model_dump()}
+        if transition.audit:
+            entry["audit"] = transition.audit
+        appended = await self.store.append(episode_id, step, entry, result.done)
         if appended.ok:
             await self._keep(env.name, episode_id, live)
             self._on_event(env.name, "step")
@@ -356,10 +357,14 @@ class EpisodeService:
             raise NotFound(f"no episode {episode_id} (never created, closed, or expired)")
         head = stored.head
         results = [StepResult.model_validate(s["result"]) for s in stored.steps]
+        audit = dict(head.get("audit", {}))
+        for s in stored.steps:
+            audit |= s.get("audit", {})
         return EpisodeRecord.model_validate(
             head
-            | head.get("audit", {})
+            | audit
             | {
+                "audit": audit,
                 "actions": [s["action"] for s in stored.steps],
                 "results": results,
                 "step": len(results),

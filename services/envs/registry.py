@@ -14,6 +14,12 @@ def _alfworld(settings: EnvServiceSettings) -> Environment:
     return AlfworldEnvironment.from_settings(settings)
 
 
+def _webshop(settings: EnvServiceSettings) -> Environment:
+    from services.envs.webshop import WebshopEnvironment
+
+    return WebshopEnvironment.from_settings(settings)
+
+
 def _counter(settings: EnvServiceSettings) -> Environment:
     from services.envs.counter import CounterEnvironment
 
@@ -23,6 +29,7 @@ def _counter(settings: EnvServiceSettings) -> Environment:
 FACTORIES: dict[str, Callable[[EnvServiceSettings], Environment]] = {
     "alfworld": _alfworld,
     "counter": _counter,
+    "webshop": _webshop,
 }
 
 
