@@ -114,6 +114,10 @@ class _Calls:
         return _Call("GET", f"/v1/episodes/{episode_id}", _model(EpisodeRecord))
 
     @staticmethod
+    def lookup(env: str, collection: str, key: str) -> _Call[dict[str, Any]]:
+        return _Call("GET", f"/v1/envs/{env}/{collection}/{key}", lambda r: dict(r.json()))
+
+    @staticmethod
     def delete(episode_id: str) -> _Call[None]:
         return _Call("DELETE", f"/v1/episodes/{episode_id}", lambda r: None, ok_statuses=frozenset({404}))
 
@@ -218,6 +222,10 @@ class EnvClient(_Base):
     def record(self, episode_id: str) -> EpisodeRecord:
         return self._send(_Calls.record(episode_id))
 
+    def lookup(self, env: str, collection: str, key: str) -> dict[str, Any]:
+        """An env-specific resource, e.g. `lookup("webshop", "products", asin)`."""
+        return self._send(_Calls.lookup(env, collection, key))
+
     def delete(self, episode_id: str) -> None:
         self._send(_Calls.delete(episode_id))
 
@@ -294,6 +302,10 @@ class AsyncEnvClient(_Base):
 
     async def record(self, episode_id: str) -> EpisodeRecord:
         return await self._send(_Calls.record(episode_id))
+
+    async def lookup(self, env: str, collection: str, key: str) -> dict[str, Any]:
+        """An env-specific resource, e.g. `await lookup("webshop", "products", asin)`."""
+        return await self._send(_Calls.lookup(env, collection, key))
 
     async def delete(self, episode_id: str) -> None:
         await self._send(_Calls.delete(episode_id))

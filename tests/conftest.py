@@ -44,6 +44,12 @@ def alfworld_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(kept) if kept else tmp_path_factory.mktemp("sdar-cache")
 
 
+@pytest.fixture(scope="session")
+def sdar_cache(alfworld_cache: Path) -> Path:
+    """The session's cache folder for anything generated once (WebShop's title nouns, games)."""
+    return alfworld_cache
+
+
 def settings(**overrides: object) -> EnvServiceSettings:
     return EnvServiceSettings(**{"envs": ["counter"], **overrides})  # type: ignore[arg-type]
 

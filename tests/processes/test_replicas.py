@@ -144,6 +144,12 @@ def test_abandoned_episodes_stay_bounded_and_expire(redis_base_url: str, redis_p
         ["--max-open-episodes", "0"],
         ["--alfworld-dialect", "3"],
         ["--live-cache-size", "0"],
+        ["--webshop-backend", "original"],
+        ["--webshop-backend", "original", "--webshop-products", "/nonexistent.json"],
+        ["--webshop-backend", "web"],
+        ["--webshop-goals", "all"],
+        ["--webshop-catalog-size", "10"],
+        ["--webshop-seed", "x"],
         ["--bogus"],
     ],
 )
