@@ -15,6 +15,7 @@ options; the noun tagger is passed in, so the env can use nouns computed once at
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -64,14 +65,25 @@ def _spacy() -> Any:
     return spacy.load(SPACY_MODEL)
 
 
+_SPACY_LOCK = threading.Lock()
+"""One tagging at a time: simulators step in worker threads, and one pipeline serves them all."""
+
+
+@functools.lru_cache(maxsize=65536)
+def _nouns(title: str) -> tuple[str, ...]:
+    with _SPACY_LOCK:
+        return tuple(t.text.lower() for t in _spacy()(title) if t.pos_ in NOUN_TAGS)
+
+
 def title_nouns(title: str) -> list[str]:
-    """The lowercased nouns of a title, as WebShop tags them."""
-    return [t.text.lower() for t in _spacy()(title) if t.pos_ in NOUN_TAGS]
+    """The lowercased nouns of a title, as WebShop tags them (remembered per title)."""
+    return list(_nouns(title))
 
 
 def titles_nouns(titles: Sequence[str]) -> list[list[str]]:
     """`title_nouns` of many titles, batched."""
-    return [[t.text.lower() for t in doc if t.pos_ in NOUN_TAGS] for doc in _spacy().pipe(titles)]
+    with _SPACY_LOCK:
+        return [[t.text.lower() for t in doc if t.pos_ in NOUN_TAGS] for doc in _spacy().pipe(titles)]
 
 
 @dataclass(frozen=True)
