@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -183,3 +184,12 @@ def test_search_ranks_bm25_over_the_indexed_text(products: dict[str, Product]) -
         "bright citrus deodorant the bright citrus deodorant. aluminum free "
         "size: 3 ounce (pack of 1), 3 ounce (pack of 2), and scent: citrus, lavender | sage"
     )
+
+
+def test_search_from_many_threads_agrees_with_one(products: dict[str, Product]) -> None:
+    """Simulators step in worker threads; the engine (its stemmer included) is shared by all."""
+    engine = SearchEngine(list(products.values()))
+    queries = [f"filler deodorant number {i} citrus" for i in range(200)]
+    expected = [engine.search(q) for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(engine.search, queries)) == expected

@@ -9,6 +9,7 @@ stemmer. Like Lucene, only products that match some query term are hits; ties go
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import bm25s
@@ -32,6 +33,7 @@ class SearchEngine:
     def __init__(self, products: Sequence[Product]) -> None:
         self.asins = [p.asin for p in products]
         self._stemmer = Stemmer.Stemmer("english")
+        self._lock = threading.Lock()  # a PyStemmer stemmer is not safe to share between threads
         corpus = self._tokenize([document_text(p) for p in products])
         self._bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
         self._bm25.index(corpus, show_progress=False)
@@ -44,7 +46,8 @@ class SearchEngine:
 
     def search(self, query: str, k: int = TOP_N) -> list[str]:
         """The asins of the best `k` matches of `query`, best first."""
-        terms = self._tokenize([query])[0]
+        with self._lock:
+            terms = self._tokenize([query])[0]
         if not terms:
             return []
         scores = np.asarray(self._bm25.get_scores(terms))
