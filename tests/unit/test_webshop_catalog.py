@@ -224,3 +224,30 @@ def test_panels_are_the_same_in_every_process_and_hash_seed(tmp_path: Path) -> N
         outputs.append(json.loads(out.stdout))
     assert outputs[0] == outputs[1]
     assert outputs[0] == json.loads(GOLDEN.read_text())
+
+
+def test_every_test_goal_is_solvable_by_searching_its_query(embedded: WebshopEnvironment) -> None:
+    """In-process oracle on all 500 test goals and every 10th train goal: the target is among the
+    top 50 for the goal's query, and buying it with the goal's options scores exactly 1.0 within
+    the 15-step limit."""
+    splits = embedded.splits()
+    panel = [("test", i) for i in range(splits["test"])] + [("train", i) for i in range(0, splits["train"], 10)]
+    for split, index in panel:
+        task = embedded.task(split, index)
+        goal = embedded.goal(split, index)
+        simulator = embedded.open(task)
+        simulator.reset()
+        target = f"click[{goal.asin.lower()}]"
+        actions = 1
+        transition = simulator.step(f"search[{goal.query}]")
+        while target not in (transition.admissible_actions or []):
+            assert actions < 6, (split, index)
+            transition = simulator.step("click[next >]")
+            actions += 1
+        simulator.step(target)
+        assert isinstance(goal.goal_options, dict)
+        for value in goal.goal_options.values():
+            simulator.step(f"click[{value}]")
+        transition = simulator.step("click[buy now]")
+        assert (transition.reward, transition.won, transition.done) == (1.0, True, True), (split, index)
+        assert actions + 2 + len(goal.goal_options) <= 15
