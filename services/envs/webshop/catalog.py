@@ -332,8 +332,10 @@ def _pricing(rng: random.Random, kind: ProductType) -> str:
 
 
 def _options(rng: random.Random, kind: ProductType) -> dict[str, Any] | str:
-    if not kind.options or rng.random() < 0.08:
-        return rng.choice(("", {"Color": None})) if kind.options else ""
+    if not kind.options:
+        return ""
+    if rng.random() < 0.08:
+        return rng.choice(("", {"Color": None}))  # no options, in both spellings the original has
     options: dict[str, Any] = {}
     names = list(kind.options)
     if len(names) > 1 and rng.random() < 0.25:

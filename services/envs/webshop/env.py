@@ -23,7 +23,7 @@ from services.envs.webshop.products import (
 )
 from services.envs.webshop.reward import SPACY_MODEL, purchase_reward, title_nouns, titles_nouns
 from services.envs.webshop.search import SearchEngine
-from services.envs.webshop.site import Page, Session
+from services.envs.webshop.site import SEP, Page, Session
 from shared.settings import EnvServiceSettings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class WebshopSimulator(Simulator):
             return Transition(view.observation, 0.0, False, False, view.available_actions(), self._info(view, False))
         purchase = self.env.purchase(self.goal, session.product.asin, session.options)
         won = purchase["reward"] == 1.0
-        observation = f"{view.observation} [SEP] Your score (min 0.0, max 1.0) [SEP] {purchase['reward']}"
+        observation = SEP.join([view.observation, "Your score (min 0.0, max 1.0)", str(purchase["reward"])])
         return Transition(
             observation,
             purchase["reward"],

@@ -14,7 +14,7 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -153,7 +153,6 @@ class Goal:
     goal_options: dict[str, str] | tuple[str, ...]
     """A dict for synthetic goals (matched as `(name, value)` pairs), a list of values for human ones."""
     weight: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def reward_view(self) -> dict[str, Any]:
         options = self.goal_options if isinstance(self.goal_options, dict) else list(self.goal_options)
@@ -167,17 +166,8 @@ class Goal:
         }
 
     def audit(self) -> dict[str, Any]:
-        return {
-            "instruction": self.instruction_text,
-            "asin": self.asin,
-            "query": self.query,
-            "category": self.category,
-            "product_category": self.product_category,
-            "name": self.name,
-            "attributes": list(self.attributes),
-            "goal_options": self.reward_view()["goal_options"],
-            "price_upper": self.price_upper,
-        }
+        """What the episode record shows of the goal."""
+        return {"instruction": self.instruction_text, "asin": self.asin, "category": self.category} | self.reward_view()
 
 
 def price_bound(price: float, rng: random.Random) -> tuple[float, str]:
@@ -220,9 +210,7 @@ def synthetic_goals(products: Sequence[Product], prices: Mapping[str, float], rn
             )
             for a in attributes:
                 counts[a] += 1
-    return [
-        Goal(**{**g.__dict__, "weight": sum(1.0 / counts[a] for a in g.attributes) / len(g.attributes)}) for g in goals
-    ]
+    return [replace(g, weight=sum(1.0 / counts[a] for a in g.attributes) / len(g.attributes)) for g in goals]
 
 
 def human_goals(products: Sequence[Product], prices: Mapping[str, float], rng: random.Random) -> list[Goal]:
