@@ -62,6 +62,39 @@ class EnvServiceSettings(BaseSettings):
     webshop_seed: int = 0
     """`embedded`: catalog seed; every seed gives another fixed catalog."""
 
+    searchqa_seed: int = 0
+    """Search-QA `embedded`: world seed; every seed gives another fixed knowledge base and panels."""
+    searchqa_data: Path | None = None
+    """A Search-R1-format dataset (parquet or JSONL; a folder holds one split per file) whose
+    questions replace the generated panels."""
+    searchqa_corpus: Path | None = None
+    """A wiki-18-format JSONL corpus (`{"id", "contents"}` lines) to search in-process instead of
+    the generated one."""
+    searchqa_retriever: Literal["bm25", "dense"] = "bm25"
+    """In-process retrieval: BM25, or dense with the offline MiniLM embedder and faiss."""
+    searchqa_retriever_url: str | None = None
+    """A Search-R1-compatible retriever (`http://host:8000/retrieve`); replaces in-process retrieval."""
+    searchqa_retriever_form: Literal["batch", "single"] = "batch"
+    """Request form for the remote retriever: Search-R1's `queries` list or verl-agent's `query`."""
+    searchqa_retriever_timeout_s: float = Field(default=10.0, gt=0)
+    searchqa_retriever_retries: int = Field(default=10, ge=0, le=100)
+    """Retries of a remote retrieval on connection errors, timeouts and 5xx (10, as verl-agent)."""
+    searchqa_topk: int = Field(default=3, ge=1, le=100)
+    """Passages returned per search."""
+    searchqa_passages: Literal["verl-agent", "search-r1"] = "verl-agent"
+    """How passages are shown: verl-agent's JSON reply (the default) or Search-R1's `Doc i(Title: ...)`."""
+
+    @model_validator(mode="after")
+    def _searchqa_files(self) -> EnvServiceSettings:
+        for name in ("searchqa_data", "searchqa_corpus"):
+            path = getattr(self, name)
+            if path is not None and not path.exists():
+                raise ValueError(f"{name}: no file or folder {path}")
+        url = self.searchqa_retriever_url
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"searchqa_retriever_url must be an http(s) URL, not {url!r}")
+        return self
+
     @model_validator(mode="after")
     def _webshop_files(self) -> EnvServiceSettings:
         if self.webshop_backend == "original":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Request(BaseModel):
@@ -163,3 +163,29 @@ class Health(Response):
     status: str
     store: str
     envs: list[str]
+
+
+class RetrieveRequest(Request):
+    """`POST /retrieve`, Search-R1's retriever API: the batch form (`queries`, Search-R1's server) or
+    the single form (`query`, verl-agent's server), exactly one of them."""
+
+    queries: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    query: str | None = None
+    topk: int = Field(default=3, ge=1, le=100)
+    return_scores: bool = True
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RetrieveRequest:
+        if (self.queries is None) == (self.query is None):
+            raise ValueError("give either 'queries' (a list) or 'query' (a string), not both or neither")
+        for q in self.queries or [self.query or ""]:
+            if not q.strip():
+                raise ValueError("a query must not be empty")
+        return self
+
+
+class RetrieveResponse(Response):
+    """`{"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}` for the batch form (bare
+    documents without `return_scores`); `{"result": "Doc 1: ...\nDoc 2: ...\n"}` for the single form."""
+
+    result: list[list[dict[str, Any]]] | str

@@ -39,6 +39,18 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
     parser.add_argument("--webshop-goals", choices=["synthetic", "human"], help="goal set (default synthetic)")
     parser.add_argument("--webshop-catalog-size", type=int, help="embedded: products to generate (default 1000)")
     parser.add_argument("--webshop-seed", type=int, help="embedded: catalog seed (default 0)")
+    parser.add_argument("--searchqa-seed", type=int, help="embedded: world seed (default 0)")
+    parser.add_argument("--searchqa-data", type=Path, help="a Search-R1-format dataset (parquet/JSONL file or folder)")
+    parser.add_argument("--searchqa-corpus", type=Path, help="a wiki-18-format JSONL corpus to search in-process")
+    parser.add_argument("--searchqa-retriever", choices=["bm25", "dense"], help="in-process retrieval (default bm25)")
+    parser.add_argument("--searchqa-retriever-url", help="a Search-R1-compatible retriever URL (replaces in-process)")
+    parser.add_argument("--searchqa-retriever-form", choices=["batch", "single"], help="its request form")
+    parser.add_argument("--searchqa-retriever-timeout-s", type=float, help="per request (default 10)")
+    parser.add_argument("--searchqa-retriever-retries", type=int, help="retries (default 10)")
+    parser.add_argument("--searchqa-topk", type=int, help="passages per search (default 3)")
+    parser.add_argument(
+        "--searchqa-passages", choices=["verl-agent", "search-r1"], help="passage format (default verl-agent)"
+    )
     args = parser.parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
     if "envs" in given:

@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
-from services.envs.episodes import EpisodeService, ServiceError
+from services.envs.episodes import EpisodeService, NotFound, ServiceError, TooLarge
 from services.envs.registry import build_envs
+from services.envs.searchqa.env import SearchQAEnvironment
+from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
 from shared.settings import EnvServiceSettings
 from shared.wire import (
@@ -31,6 +33,8 @@ from shared.wire import (
     ErrorBody,
     ErrorDetail,
     Health,
+    RetrieveRequest,
+    RetrieveResponse,
     StepRequest,
     StepResult,
     TaskInfo,
@@ -311,6 +315,21 @@ def create_app(
     async def delete_episode(episode_id: str, svc: Service) -> Response:
         await svc.delete(episode_id)
         return Response(status_code=204)
+
+    @router.post("/retrieve", response_model=RetrieveResponse)
+    async def retrieve(body: RetrieveRequest, svc: Service) -> RetrieveResponse:
+        """Search-R1-compatible retrieval over the Search-QA corpus, in either request form."""
+        env = svc.envs.get("searchqa")
+        if not isinstance(env, SearchQAEnvironment):
+            raise NotFound("this server hosts no Search-QA corpus (start it with --envs searchqa)")
+        queries = body.queries if body.queries is not None else [body.query or ""]
+        for q in queries:
+            if len(q.encode()) > svc.max_action_bytes:
+                raise TooLarge(f"a query of {len(q.encode())} bytes exceeds the limit of {svc.max_action_bytes}")
+        hits = await svc.run(env.retriever.retrieve_many, queries, body.topk)
+        if body.query is not None:
+            return RetrieveResponse(result=doc_list(hits[0]))
+        return RetrieveResponse(result=[[h.search_r1(with_score=body.return_scores) for h in row] for row in hits])
 
     app.include_router(router)
     return app

@@ -68,6 +68,10 @@ class EnvBusy(RuntimeError):
     """The environment has no capacity for another simulator right now; retry later."""
 
 
+class EnvUpstreamError(RuntimeError):
+    """A service the environment depends on (a remote retriever) refused or garbled a request."""
+
+
 class UnknownTask(LookupError):
     """No such task in this environment."""
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio import to_thread
 
-from services.envs.base import EnvBusy, Environment, Simulator, Task, Transition, UnknownTask
+from services.envs.base import EnvBusy, Environment, EnvUpstreamError, Simulator, Task, Transition, UnknownTask
 from services.envs.store import EpisodeStore, StoredEpisode, StoreFull
 from shared.wire import CreateEpisode, Episode, EpisodeRecord, StepResult
 
@@ -70,6 +70,10 @@ class VersionMismatch(ServiceError):
 
 class Busy(ServiceError):
     status, code = 503, "busy"
+
+
+class Upstream(ServiceError):
+    status, code = 502, "upstream_error"
 
 
 class ReplayDiverged(ServiceError):
@@ -153,11 +157,13 @@ class EpisodeService:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._on_event = on_event or (lambda env, event: None)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await to_thread.run_sync(fn, *args, limiter=self._limiter)
         except EnvBusy as e:
             raise Busy(str(e)) from None
+        except EnvUpstreamError as e:
+            raise Upstream(str(e)) from None
 
     def env(self, name: str) -> Environment:
         env = self.envs.get(name)
@@ -190,9 +196,9 @@ class EpisodeService:
             if existing is not None:
                 return self._existing(existing, env_name, task, max_steps)
 
-        simulator = await self._run(env.open, task)
+        simulator = await self.run(env.open, task)
         try:
-            opening = await self._run(simulator.reset)
+            opening = await self.run(simulator.reset)
         except BaseException:
             simulator.close()
             raise
@@ -304,7 +310,7 @@ class EpisodeService:
             if live is not None:
                 live.simulator.close()
             live = await self._replay(env, stored)
-        transition = await self._run(live.simulator.step, action)
+        transition = await self.run(live.simulator.step, action)
         live.steps += 1
         result = _step_result(episode_id, transition, step + 1, head["max_steps"])
         entry = {"action": action, "result": result.model_dump()}
@@ -346,7 +352,7 @@ class EpisodeService:
                 raise
             return simulator
 
-        return _Live(await self._run(rebuild), len(stored.steps))
+        return _Live(await self.run(rebuild), len(stored.steps))
 
     # ---------------------------------------------------------------------------------------
     # record, close

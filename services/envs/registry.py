@@ -20,6 +20,12 @@ def _webshop(settings: EnvServiceSettings) -> Environment:
     return WebshopEnvironment.from_settings(settings)
 
 
+def _searchqa(settings: EnvServiceSettings) -> Environment:
+    from services.envs.searchqa.env import SearchQAEnvironment
+
+    return SearchQAEnvironment.from_settings(settings)
+
+
 def _counter(settings: EnvServiceSettings) -> Environment:
     from services.envs.counter import CounterEnvironment
 
@@ -29,6 +35,7 @@ def _counter(settings: EnvServiceSettings) -> Environment:
 FACTORIES: dict[str, Callable[[EnvServiceSettings], Environment]] = {
     "alfworld": _alfworld,
     "counter": _counter,
+    "searchqa": _searchqa,
     "webshop": _webshop,
 }
 
