@@ -10,7 +10,7 @@ words of one phrasing each.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 from services.envs.searchqa.world import FACTS, fact_patterns
 
@@ -41,31 +41,45 @@ def read_fact(passages: Sequence[str], title: str, kind: str, attr: str) -> str 
     return None
 
 
-def solve(chains: Sequence[Sequence[Hop]], op: str, search: Callable[[str], list[str]]) -> tuple[str | None, int]:
-    """The answer to a question with these chains and op, and the number of searches it took;
-    `search(query)` returns the passages (`"Title"\\ntext`) of one search."""
+Reader = Generator[str, list[str], "str | None"]
+"""Yields a query, is sent that search's passages (`"Title"\ntext`), returns the answer."""
+
+
+def reader(chains: Sequence[Sequence[Hop]], op: str) -> Reader:
+    """The searches and reading that answer a question with these chains and op (None when a
+    fact was not found)."""
     finals: list[str] = []
-    searches = 0
     for chain in chains:
         value: str | None = None
         for i, (title, kind, attr) in enumerate(chain):
             if i and value != title.split(" (")[0]:  # the bridge read from the text must be the entity
-                return None, searches
+                return None
             value = None
             for query in queries(title, kind, attr):
-                searches += 1
-                value = read_fact(search(query), title, kind, attr)
+                value = read_fact((yield query), title, kind, attr)
                 if value is not None:
                     break
             if value is None:
-                return None, searches
+                return None
         assert value is not None
         finals.append(value)
     if op == "value":
-        return finals[0], searches
+        return finals[0]
     if op == "same":
-        return ("yes" if finals[0] == finals[1] else "no"), searches
+        return "yes" if finals[0] == finals[1] else "no"
     numbers = [int(v.replace(",", "")) for v in finals]
     names = [chain[0][0].split(" (")[0] for chain in chains]
-    pick = numbers.index(min(numbers) if op == "min" else max(numbers))
-    return names[pick], searches
+    return names[numbers.index(min(numbers) if op == "min" else max(numbers))]
+
+
+def solve(chains: Sequence[Sequence[Hop]], op: str, search: Callable[[str], list[str]]) -> tuple[str | None, int]:
+    """Answer in-process: the answer and the number of searches it took."""
+    steps = reader(chains, op)
+    searches = 0
+    try:
+        query = next(steps)
+        while True:
+            searches += 1
+            query = steps.send(search(query))
+    except StopIteration as done:
+        return done.value, searches

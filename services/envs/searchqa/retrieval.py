@@ -76,11 +76,11 @@ DOC = re.compile(r"(?:^|\n)Doc (\d+): ")
 def parse_doc_list(text: str) -> list[Hit]:
     """The passages of a `Doc 1: ...` list (their ids and scores are not in it)."""
     marks = list(DOC.finditer(text))
-    hits = []
-    for m, nxt in zip(marks, [*marks[1:], None], strict=True):
-        contents = text[m.end() : nxt.start() if nxt is not None else len(text)].rstrip("\n")
-        hits.append(Hit(Passage(f"doc-{m.group(1)}", contents), 0.0))
-    return hits
+    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
+    return [
+        Hit(Passage(f"doc-{m.group(1)}", text[m.end() : end].rstrip("\n")), 0.0)
+        for m, end in zip(marks, ends, strict=True)
+    ]
 
 
 class Retriever(Protocol):
