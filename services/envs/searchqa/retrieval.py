@@ -139,16 +139,16 @@ class DenseRetriever:
             vectors: np.ndarray = np.load(path)
             return vectors
         log.info("embedding %d passages with MiniLM (once; cached in %s)", len(self.passages), path.parent)
-        vectors = self._encode([p.contents for p in self.passages])
+        vectors = self._encode([p.contents for p in self.passages], progress=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.tmp{random.getrandbits(32)}.npy")
         np.save(tmp, vectors)
         tmp.replace(path)
         return vectors
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], *, progress: bool = False) -> np.ndarray:
         with self._lock:
-            vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+            vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=progress)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def retrieve_many(self, queries: Sequence[str], topk: int = TOPK) -> list[list[Hit]]:
