@@ -588,6 +588,8 @@ class World:
             "adj": rng.choice(ADJECTIVES).lower(),
             "n": rng.randrange(2, 12),
         }
+        if entity.kind == "work":  # years after the work
+            fields["year"] = entity.attrs["year"] + rng.randrange(1, 80)
         if entity.kind == "person":  # years within the person's life
             fields["year"] = entity.attrs["birth_year"] + rng.randrange(15, 60)
             fields["pronoun"] = "She" if entity.attrs["gender"] == "female" else "He"
@@ -660,7 +662,7 @@ FILLERS: dict[str, list[str]] = {
         "Late in life {last} wrote a short memoir of {possessive} early years.",
     ],
     "work": [
-        "A revised edition appeared in {year}.",
+        "A restored version was made in {year}.",
         "Reviewers compared {s} with {work}.",
         "{s} was later translated into {n} languages.",
         "An exhibition about {s} was shown in {city} in {year}.",
