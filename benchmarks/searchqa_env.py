@@ -79,9 +79,7 @@ def over_http(url: str, queries: list[str]) -> tuple[list[float], float]:
 
 async def service_rate(env: SearchQAEnvironment, scripts: dict[str, list[str]]) -> tuple[int, float]:
     service = EpisodeService({"searchqa": env}, MemoryEpisodeStore(3600, 100_000), live_cache_size=len(scripts))
-    episodes = [
-        (await service.create("searchqa", CreateEpisode(task_id=t, max_steps=9))).episode_id for t in scripts
-    ]
+    episodes = [(await service.create("searchqa", CreateEpisode(task_id=t, max_steps=9))).episode_id for t in scripts]
     start = time.perf_counter()
     for eid, script in zip(episodes, scripts.values(), strict=True):
         for n, action in enumerate(script):
