@@ -109,3 +109,42 @@ class EnvServiceSettings(BaseSettings):
                 if not path.is_file():
                     raise ValueError(f"{name}: no file {path}")
         return self
+
+
+class TeacherSettings(BaseSettings):
+    """Settings of `python -m services.teacher`. Every field is also an `SDAR_TEACHER_<NAME>` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="SDAR_TEACHER_", extra="forbid")
+
+    model: str = "smollm2"
+    """The policy: `smollm2` (the packaged default), `tiny` (a small random model), a directory, or a
+    name in the local Hugging Face cache."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8002, ge=0, le=65535)
+    token: str | None = None
+    """Bearer token required on every route but `/health`."""
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    teacher_mode: Literal["self", "frozen", "external"] = "self"
+    """`self`: the current policy with skills (SDAR); `frozen`: the initial policy; `external`:
+    `teacher_model`, which must share the tokenizer."""
+    teacher_model: str | None = None
+    skills_mode: Literal["rule", "semantic", "combined"] = "rule"
+    """How `skills: auto` chooses: the reference's rule router, MiniLM similarity, or both."""
+    skills_top_k: int = Field(default=5, ge=1, le=50)
+    placement: Literal["prefix", "system"] = "prefix"
+    """Skills as a text prefix before the chat (the reference) or in a system message."""
+    max_prompt_tokens: int = Field(default=4096, ge=16, le=131072)
+    max_response_tokens: int = Field(default=4096, ge=1, le=131072)
+    max_batch_tokens: int = Field(default=16384, ge=256)
+    """Padded tokens per forward pass."""
+    max_batch_items: int = Field(default=64, ge=1, le=4096)
+    """Items of several requests scored together."""
+    batch_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    """How long the first request of a batch waits for others."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _external(self) -> TeacherSettings:
+        if (self.teacher_mode == "external") != (self.teacher_model is not None):
+            raise ValueError("teacher_model is needed with teacher_mode=external, and only then")
+        return self

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, NotFound, ServiceError, TooLarge
@@ -22,6 +17,7 @@ from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
+from services.http import HttpMetrics, bearer_auth, error_response, install_common
 from shared.settings import EnvServiceSettings
 from shared.wire import (
     BatchStepRequest,
@@ -42,10 +38,6 @@ from shared.wire import (
 )
 
 
-class _Unauthorized(Exception):
-    pass
-
-
 def _service(request: Request) -> EpisodeService:
     return request.app.state.service  # type: ignore[no-any-return]
 
@@ -53,91 +45,9 @@ def _service(request: Request) -> EpisodeService:
 Service = Annotated[EpisodeService, Depends(_service)]
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, **extra))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
-
-
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before any handler reads them."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "too_large", f"request body exceeds {self.limit} bytes")
-        await response(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class Observe:
-    """Count requests and time them, labelled by route template (pure ASGI: cheap on the hot path)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
-
-
-class Metrics:
-    """Prometheus metrics of one app (its own registry, so apps in one process don't collide)."""
-
+class Metrics(HttpMetrics):
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("sdar_env_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "sdar_env_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
+        super().__init__("sdar_env")
         self.events = Counter(
             "sdar_env_episode_events_total",
             "Episode events (created, step, replay, evicted)",
@@ -183,9 +93,7 @@ def create_app(
             await episode_store.close()
 
     app = FastAPI(title="SDAR environment service", version="1", lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-
-    app.add_middleware(Observe, metrics=metrics)
+    install_common(app, metrics, settings.max_body_bytes)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -196,30 +104,6 @@ def create_app(
     async def unknown_task(_: Request, exc: LookupError) -> JSONResponse:
         return error_response(404, "not_found", str(exc))
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(422, "invalid_request", problems or "invalid request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    async def authorized(request: Request) -> None:
-        if settings.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), settings.token.encode()):
-            raise _Unauthorized
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
-        response = error_response(401, "unauthorized", "missing or wrong bearer token")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
     @app.get("/health", response_model=Health)
     async def health(svc: Service) -> Response:
         try:
@@ -229,7 +113,7 @@ def create_app(
         body = Health(status="ok", store=svc.store.kind, envs=sorted(svc.envs))
         return JSONResponse(body.model_dump())
 
-    router = APIRouter(dependencies=[Depends(authorized)])
+    router = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
 
     @router.get("/metrics")
     async def prometheus(svc: Service) -> Response:

@@ -1,0 +1,1 @@
+"""The teacher service: skill retrieval and privileged scoring (DESIGN §5)."""

