@@ -173,7 +173,7 @@ def _local(spec: str) -> str:
     """A directory, or a name that the Hugging Face cache holds."""
     if Path(spec).expanduser().is_dir():
         return str(Path(spec).expanduser())
-    if Path(spec).suffix or spec.startswith((".", "/", "~")):
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelNotFound(f"no model directory at {spec!r}")
     try:
         from huggingface_hub import snapshot_download
@@ -184,6 +184,15 @@ def _local(spec: str) -> str:
             f"no local model {spec!r}: not a directory, and not in the Hugging Face cache "
             "(nothing is downloaded at run time; give a directory, 'smollm2' or 'tiny')"
         ) from e
+
+
+def check_spec(spec: str) -> None:
+    """Raise `ModelNotFound` unless `spec` names a model that can load without a download."""
+    if spec in (DEFAULT, "default", TINY):
+        return
+    path = _local(spec)
+    if not (Path(path) / "config.json").is_file():
+        raise ModelNotFound(f"{path} holds no model (no config.json)")
 
 
 def load_model(

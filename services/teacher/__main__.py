@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
 from services.teacher.app import create_app
+from services.teacher.service import PolicyError, TeacherService
+from shared.models import ModelNotFound, check_spec
 from shared.settings import TeacherSettings
 
 
@@ -35,15 +38,22 @@ def parse_args(argv: list[str] | None = None) -> TeacherSettings:
     args = parser.parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None}
     try:
-        return TeacherSettings(**given)
-    except ValidationError as e:
+        settings = TeacherSettings(**given)
+        for spec in (settings.model, settings.teacher_model):
+            if spec is not None:
+                check_spec(spec)
+    except (ValidationError, ModelNotFound) as e:
         parser.error(str(e).replace("\n", " "))
-        raise  # unreachable: parser.error exits
+    return settings
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    try:
+        service = TeacherService(settings)  # load before listening: a bad model never opens the port
+    except (ModelNotFound, PolicyError, ValueError) as e:
+        sys.exit(f"python -m services.teacher: error: {e}")
+    uvicorn.run(create_app(settings, service=service), host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.http import HttpMetrics, bearer_auth, error_response, install_common
@@ -43,6 +43,19 @@ class Metrics(HttpMetrics):
             buckets=BATCH_BUCKETS,
         )
         self.tokens = Counter("sdar_teacher_scored_tokens_total", "Response tokens scored", registry=self.registry)
+
+
+def as_table(response: ScoreResponse) -> str:
+    """A score response for reading at a terminal: the skills, then one row per response token."""
+    lines = [f"policy version {response.policy_version}"]
+    for n, item in enumerate(response.items):
+        lines.append(f"\nitem {n}: {item.teacher_prompt_tokens} teacher prompt tokens; skills:")
+        lines += [f"  {s.id}  ({s.why})" for s in item.retrieved] or ["  (none)"]
+        lines.append(f"  {'#':>4}  {'token':<16} {'student':>9} {'teacher':>9} {'gap':>8} {'gate':>6}")
+        rows = zip(item.tokens, item.student_logprobs, item.teacher_logprobs, item.gap, item.gate, strict=True)
+        for i, (token, student, teacher, gap, gate) in enumerate(rows):
+            lines.append(f"  {i:>4}  {token!r:<16} {student:>9.3f} {teacher:>9.3f} {gap:>+8.3f} {gate:>6.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def _service(request: Request) -> TeacherService:
@@ -115,10 +128,14 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
         return RetrievedSkills(skills=retrieved(chosen), mode=mode)
 
     @router.post("/v1/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+    async def score(
+        body: ScoreRequest, request: Request, format: Annotated[Literal["json", "table"], Query()] = "json"
+    ) -> Response:
         response: ScoreResponse = await request.app.state.batcher.score(body)
         metrics.tokens.inc(sum(len(item.student_logprobs) for item in response.items))
-        return response
+        if format == "table":
+            return PlainTextResponse(as_table(response))
+        return JSONResponse(response.model_dump(mode="json"))
 
     @router.get("/v1/policy", response_model=PolicyInfo)
     async def get_policy(svc: Service) -> PolicyInfo:

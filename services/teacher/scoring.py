@@ -107,9 +107,7 @@ class Scorer:
     def _fit(self, head: list[int], prompt: list[int], keep_head: bool = False) -> list[int]:
         room = self.max_prompt_tokens - len(head)
         if room <= 0:
-            raise ScoringError(
-                f"the skill block alone is {len(head)} tokens, over max_prompt_tokens {self.max_prompt_tokens}"
-            )
+            raise TooLong(f"the skill block alone is {len(head)} tokens, over the limit of {self.max_prompt_tokens}")
         if len(prompt) <= room:
             return head + prompt
         if keep_head:  # the system message leads the rendered chat: keep it, cut the oldest turns after it
@@ -137,8 +135,8 @@ class Scorer:
             if bad:
                 raise ScoringError(f"{name} holds ids outside the vocabulary (0..{self.vocab - 1}): {bad[:5]}")
         if item.prompt_token_ids is not None and len(item.prompt_token_ids) > self.max_prompt_tokens:
-            raise ScoringError(
-                f"prompt of {len(item.prompt_token_ids)} tokens is over max_prompt_tokens {self.max_prompt_tokens}"
+            raise TooLong(
+                f"prompt of {len(item.prompt_token_ids)} tokens is over the limit of {self.max_prompt_tokens}"
             )
 
     # -- forward -------------------------------------------------------------------------------

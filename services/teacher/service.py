@@ -63,12 +63,19 @@ class TeacherService:
         self.external: Any = None
         if settings.teacher_mode == "external":
             assert settings.teacher_model is not None
-            other = load_model(settings.teacher_model, cache_dir=settings.cache_dir, dtype=DTYPES[settings.dtype])
-            if other.tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise PolicyError(f"the external teacher {settings.teacher_model!r} has another tokenizer")
-            self.external = other.model
+            self.external = self._external(settings.teacher_model)
         self.initial = self.policy.model  # frozen mode keeps it even after reloads
         self._swap = threading.Lock()
+
+    def _external(self, spec: str) -> Any:
+        """Another model as the teacher; it must share the policy's tokenizer."""
+        try:
+            other = load_model(spec, cache_dir=self.settings.cache_dir, dtype=DTYPES[self.settings.dtype])
+        except (OSError, ValueError) as e:
+            raise PolicyError(f"cannot load the external teacher {spec!r}: {e}") from e
+        if other.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+            raise PolicyError(f"the external teacher {spec!r} has another tokenizer than the policy")
+        return other.model
 
     # -- policy --------------------------------------------------------------------------------
 

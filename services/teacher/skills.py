@@ -10,8 +10,8 @@ Retrieval modes (sdar.md §2):
   is in the task text; Search-QA's style from its `data_source` (popqa -> attribute lookup, nq and
   triviaqa -> direct lookup, the multi-hop sets -> multi-hop), or `compare` when the task has
   "which" and "or" and no "for" (the reference's substring test, checked first);
-- `semantic`: cosine similarity of the offline MiniLM embeddings of the task and of each skill
-  (title, principle, when to apply) within the env, top k;
+- `semantic`: cosine similarity of the offline MiniLM embeddings of the task and of each skill's
+  `when_to_apply` (written as the tasks it fits are phrased) within the env, top k;
 - `combined`: the rule's skills, then the best semantic ones not yet chosen, up to k.
 Each chosen skill carries its score and the reason it was chosen.
 """
@@ -181,9 +181,7 @@ class SkillRetriever:
         self._check_env(env)
         skills = self.library(env)
         if env not in self._vectors:
-            self._vectors[env] = self._embed(
-                [f"{s.title}. {s.principle} Apply this when {s.when_to_apply}." for s in skills]
-            )
+            self._vectors[env] = self._embed([s.when_to_apply for s in skills])
         scores = self._vectors[env] @ self._embed([task])[0]
         order = sorted(range(len(skills)), key=lambda i: (-scores[i], i))[:top_k]
         return [Chosen(skills[i], float(scores[i]), f"semantic similarity {scores[i]:.2f} to the task") for i in order]
