@@ -1,0 +1,140 @@
+"""Generation behind one interface, token-in / token-out: a prompt's token ids in; the sampled token
+ids and their sampler log-probs out. Text is never re-tokenized for training.
+
+`HFGenerator` runs a Hugging Face model in this process with transformers' continuous batching:
+every pending request is batched with the others, and a new request joins the running batch as
+soon as there is room (a paged KV cache), instead of waiting for the batch to finish. Sampling
+(temperature, top-p) is fixed per generator; a turn stops at the tokenizer's end-of-turn token or
+at `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from transformers import GenerationConfig
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class Completion:
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: Literal["stop", "length"]
+
+
+class Generator(Protocol):
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion: ...
+
+    def close(self) -> None: ...
+
+
+class GenerationError(RuntimeError):
+    """The backend failed a request."""
+
+
+class HFGenerator:
+    """Continuous batching over an in-process Hugging Face causal LM."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        sampling: Sampling = Sampling(),
+        *,
+        max_concurrency: int = 64,
+        max_context: int = 4096,
+        page_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.stop_ids = {tokenizer.eos_token_id}
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=sampling.temperature > 0,
+            temperature=sampling.temperature if sampling.temperature > 0 else None,
+            top_p=sampling.top_p,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        )
+        blocks = math.ceil(max_concurrency * max_context / page_size)
+        batching = ContinuousBatchingConfig(
+            return_logprobs=True,
+            seed=seed,
+            page_size=page_size,
+            num_blocks=blocks,
+            max_batch_tokens=max(512, max_concurrency * 8),
+        )
+        self._manager = model.init_continuous_batching(generation_config=config, continuous_batching_config=batching)
+        self._manager.start()
+        self._futures: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Completion], int]] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="hf-generator-results", daemon=True)
+        self._reader.start()
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
+        if self._closed.is_set():
+            raise GenerationError("the generator is closed")
+        limit = max_new_tokens or self.sampling.max_new_tokens
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Completion] = loop.create_future()
+        with self._lock:
+            self._count += 1
+            request_id = f"r{self._count}"
+            self._futures[request_id] = (loop, future, limit)
+        self._manager.add_request(list(prompt_ids), request_id=request_id, max_new_tokens=limit)
+        return await future
+
+    def _read(self) -> None:
+        while not self._closed.is_set():
+            result = self._manager.get_result(timeout=0.05)
+            if result is None:
+                continue
+            with self._lock:
+                waiting = self._futures.pop(result.request_id, None)
+            if waiting is None:
+                continue
+            loop, future, limit = waiting
+            outcome: Completion | BaseException
+            if result.error:
+                outcome = GenerationError(str(result.error))
+            else:
+                tokens = list(result.generated_tokens)
+                stopped = bool(tokens) and tokens[-1] in self.stop_ids
+                reason: Literal["stop", "length"] = "stop" if stopped or len(tokens) < limit else "length"
+                outcome = Completion(tokens, [float(x) for x in result.logprobs], reason)
+            loop.call_soon_threadsafe(_settle, future, outcome)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._reader.join(timeout=5)
+        self._manager.stop(block=True)
+        with self._lock:
+            waiting, self._futures = list(self._futures.values()), {}
+        for loop, future, _ in waiting:
+            loop.call_soon_threadsafe(_settle, future, GenerationError("the generator was closed"))
+
+
+def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
