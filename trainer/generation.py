@@ -55,6 +55,7 @@ class HFGenerator:
         *,
         max_concurrency: int = 64,
         max_context: int = 4096,
+        kv_cache_gib: float = 2.0,
         page_size: int = 256,
         seed: int = 0,
     ) -> None:
@@ -69,7 +70,13 @@ class HFGenerator:
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         )
-        blocks = math.ceil(max_concurrency * max_context / page_size)
+        # The paged KV cache holds what the concurrent requests need, up to `kv_cache_gib`.
+        cfg = model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        per_token = 2 * cfg.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
+        tokens = min(max_concurrency * max_context, int(kv_cache_gib * 2**30 / per_token))
+        blocks = max(1, math.ceil(tokens / page_size))
         batching = ContinuousBatchingConfig(
             return_logprobs=True,
             seed=seed,
@@ -103,6 +110,8 @@ class HFGenerator:
         while not self._closed.is_set():
             result = self._manager.get_result(timeout=0.05)
             if result is None:
+                if not self._manager.is_running():  # its loop died: no result will come
+                    self._fail_all(GenerationError("the generation loop stopped (see the log for why)"))
                 continue
             with self._lock:
                 waiting = self._futures.pop(result.request_id, None)
@@ -125,10 +134,13 @@ class HFGenerator:
         self._closed.set()
         self._reader.join(timeout=5)
         self._manager.stop(block=True)
+        self._fail_all(GenerationError("the generator was closed"))
+
+    def _fail_all(self, error: GenerationError) -> None:
         with self._lock:
             waiting, self._futures = list(self._futures.values()), {}
         for loop, future, _ in waiting:
-            loop.call_soon_threadsafe(_settle, future, GenerationError("the generator was closed"))
+            loop.call_soon_threadsafe(_settle, future, error)
 
 
 def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:

@@ -16,18 +16,26 @@ timeout (what it played so far is kept, marked truncated); env calls are retried
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from tqdm import tqdm
+
 from shared.envs_client import AsyncEnvClient
+from shared.launch import ServiceProcess
+from shared.models import ModelNotFound, check_spec, load_model
+from shared.redis import redis_server
 from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
-from trainer.agents import Protocol, Turn
-from trainer.buffer import Buffer
-from trainer.generation import Completion, Generator
+from trainer.agents import PROTOCOLS, Protocol, Turn, protocol
+from trainer.buffer import Buffer, RedisBuffer
+from trainer.generation import Completion, Generator, HFGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
 
@@ -228,17 +236,33 @@ class Roller:
             self._task_types[task_id] = task.task_type or task.data_source or task.category
         return self._task_types[task_id]
 
-    async def run(self, task_ids: Sequence[str], mode: Mode = "async", batch_groups: int = 8) -> Summary:
+    async def run(
+        self,
+        task_ids: Sequence[str],
+        mode: Mode = "async",
+        batch_groups: int = 8,
+        on_group: Callable[[GroupRecord], None] | None = None,
+    ) -> Summary:
+        """Play a group per task id; `lockstep` plays `batch_groups` groups at a time in rounds."""
         summary = Summary()
         start = time.perf_counter()
+
+        def done(group: GroupRecord | None) -> None:
+            if group is not None:
+                summary.add(group)
+                if on_group is not None:
+                    on_group(group)
+
         if mode == "async":
-            for group in await asyncio.gather(*(self.play_group(t) for t in task_ids)):
-                if group is not None:
-                    summary.add(group)
+
+            async def one(task_id: str) -> None:
+                done(await self.play_group(task_id))
+
+            await asyncio.gather(*(one(t) for t in task_ids))
         else:
             for i in range(0, len(task_ids), batch_groups):
                 for group in await self.lockstep(task_ids[i : i + batch_groups]):
-                    summary.add(group)
+                    done(group)
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -254,3 +278,95 @@ class Roller:
             await asyncio.gather(*(self.act(e, p, c) for e, (p, c) in zip(live, turns, strict=True)))
         finished = [await self.finish(t, members) for t, members in groups.items()]
         return [g for g in finished if g is not None]
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.rollout", description="Play groups of episodes into the rollout buffer (Redis)."
+    )
+    parser.add_argument("--env", required=True, choices=sorted(PROTOCOLS), help="environment")
+    parser.add_argument("--groups", type=int, required=True, help="groups to play (one task each)")
+    parser.add_argument("--group-size", type=int, required=True, help="episodes per group (G)")
+    parser.add_argument("--split", default="train", help="task split (default train)")
+    parser.add_argument("--offset", type=int, default=0, help="first task index of the split (default 0)")
+    parser.add_argument("--max-steps", type=int, help="steps per episode (default: the env's)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per turn (default 256)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1.0)")
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a model directory")
+    parser.add_argument("--mode", choices=["async", "lockstep"], default="async", help="rollout mode (default async)")
+    parser.add_argument("--concurrency", type=int, default=64, help="episodes in flight (default 64)")
+    parser.add_argument("--policy-version", type=int, default=0, help="policy version to tag groups with")
+    parser.add_argument("--redis-url", help="buffer Redis (default: an embedded one, gone when this ends)")
+    parser.add_argument("--redis-prefix", default="sdar:rollout:", help="key prefix of the buffer's stream")
+    parser.add_argument("--env-url", help="env service (default: one started here)")
+    parser.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
+    args = parser.parse_args(argv)
+    for name in ("groups", "group_size", "max_new_tokens", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("offset", "policy_version"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
+    if not 0 <= args.temperature <= 10 or not 0 < args.top_p <= 1:
+        parser.error("--temperature must be in [0, 10] and --top-p in (0, 1]")
+    if args.env_url is not None and not args.env_url.startswith(("http://", "https://")):
+        parser.error("--env-url must be an http(s) URL")
+    try:
+        check_spec(args.model)
+    except ModelNotFound as e:
+        parser.error(str(e))
+    return args
+
+
+async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int]:
+    loaded = load_model(args.model, cache_dir=args.cache_dir)
+    sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
+    generator = HFGenerator(loaded.model, loaded.tokenizer, sampling, max_concurrency=args.concurrency)
+    buffer = RedisBuffer(redis_url, prefix=args.redis_prefix)
+    config = RolloutConfig(
+        env=args.env,
+        group_size=args.group_size,
+        max_steps=args.max_steps,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+        policy_version=args.policy_version,
+    )
+    try:
+        async with AsyncEnvClient(env_url, retries=6) as client:
+            total = (await client.tasks(args.env, args.split, 0, 1)).total
+            if args.offset + args.groups > total:
+                raise SystemExit(f"{args.env}/{args.split} has {total} tasks; --offset + --groups is past its end")
+            tasks = [f"{args.env}/{args.split}/{args.offset + i}" for i in range(args.groups)]
+            roller = Roller(client, generator, loaded.tokenizer, protocol(args.env), buffer, config)
+            with tqdm(total=args.groups, desc=f"{args.env} groups", unit="group") as bar:
+                summary = await roller.run(tasks, mode=args.mode, on_group=lambda _: bar.update())
+        return summary, (await buffer.stats()).length
+    finally:
+        generator.close()
+        await buffer.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        env_url = args.env_url
+        if env_url is None:
+            server_args = ["--envs", args.env] + (["--cache-dir", str(args.cache_dir)] if args.cache_dir else [])
+            env_url = stack.enter_context(ServiceProcess("services.envs", server_args)).url
+        redis_url = stack.enter_context(redis_server(args.redis_url))
+        summary, length = asyncio.run(rollout(args, env_url, redis_url))
+        print("\n".join(summary.lines()))
+        where = f"{redis_url} stream {args.redis_prefix}groups"
+        print(f"{summary.groups} groups written to {where} ({length} groups on the stream)")
+        if args.redis_url is None:
+            print("(an embedded Redis, stopped now: pass --redis-url to keep the groups)")
+
+
+if __name__ == "__main__":
+    main()
