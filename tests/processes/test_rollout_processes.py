@@ -1,0 +1,118 @@
+"""Rollout against env servers in their own processes: the command plays groups into Redis; env
+faults (a server killed and restarted, responses dropped on the way back) lose no episode; and the
+command refuses bad flags."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.envs_client import AsyncEnvClient
+from shared.launch import ServiceProcess
+from shared.models import load_model
+from trainer.agents import protocol
+from trainer.buffer import MemoryBuffer, RedisBuffer
+from trainer.generation import HFGenerator, Sampling
+from trainer.rollout import Roller, RolloutConfig
+
+pytestmark = [pytest.mark.processes, pytest.mark.redis]
+
+
+def test_the_command_plays_groups_into_redis(redis_base_url: str, redis_prefix: str) -> None:
+    args = ["--env", "counter", "--groups", "3", "--group-size", "2", "--max-steps", "3", "--max-new-tokens", "8"]
+    args += ["--model", "tiny", "--redis-url", redis_base_url, "--redis-prefix", redis_prefix, "--split", "test"]
+    out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "groups 3, episodes 6, steps 18" in out.stdout and "invalid steps 100.0%" in out.stdout
+    assert f"3 groups written to {redis_base_url} stream {redis_prefix}groups" in out.stdout
+
+    async def read() -> list[str]:
+        buffer = RedisBuffer(redis_base_url, prefix=redis_prefix)
+        groups = await buffer.get(10, policy_version=0)
+        await buffer.close()
+        return sorted(d.group.task_id for d in groups)
+
+    assert asyncio.run(read()) == ["counter/test/0", "counter/test/1", "counter/test/2"]
+
+
+class DroppingTransport(httpx.AsyncHTTPTransport):
+    """Sends every request, but loses one answer in four on the way back, as a flaky network does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = random.Random(7)
+        self.dropped = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.method == "POST" and self.rng.random() < 0.25:
+            await response.aclose()
+            self.dropped += 1
+            raise httpx.ReadError("connection reset after the request was sent", request=request)
+        return response
+
+
+async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str) -> None:
+    tiny = load_model("tiny")
+    generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(max_new_tokens=8), max_concurrency=16)
+    server_args = ["--envs", "counter", "--redis-url", redis_base_url, "--redis-prefix", redis_prefix]
+    server = ServiceProcess("services.envs", server_args)
+    transport = DroppingTransport()
+    buffer = MemoryBuffer()
+    config = RolloutConfig(env="counter", group_size=3, max_steps=6, max_new_tokens=8, concurrency=6)
+    try:
+        async with AsyncEnvClient(server.url, retries=8, backoff_s=0.1, transport=transport) as client:
+            roller = Roller(client, generator, tiny.tokenizer, protocol("counter"), buffer, config)
+            playing = asyncio.create_task(roller.run([f"counter/test/{i}" for i in range(4)]))
+            await asyncio.sleep(1.0)
+            assert not playing.done()
+            server.kill()  # the replica dies mid-rollout; the episodes live in Redis
+            await asyncio.sleep(0.5)
+            server = ServiceProcess("services.envs", server_args, port=server.port)
+            summary = await playing
+            assert (summary.groups, summary.episodes, summary.steps) == (4, 12, 72)
+            assert transport.dropped > 0
+            for delivery in await buffer.get(10, policy_version=0):
+                for episode in delivery.group.episodes:
+                    record = await client.record(episode.episode_id)
+                    assert [s.action for s in episode.steps] == record.actions  # nothing lost, nothing twice
+                    assert len(record.actions) == 6 and record.done
+    finally:
+        server.stop()
+        generator.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--groups", "1", "--group-size", "1"],
+        ["--env", "chess", "--groups", "1", "--group-size", "1"],
+        ["--env", "counter", "--groups", "0", "--group-size", "1"],
+        ["--env", "counter", "--groups", "1", "--group-size", "0"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--max-steps", "0"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--max-new-tokens", "-5"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--top-p", "0"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--mode", "sync"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--model", "/nonexistent/model"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--env-url", "localhost:8001"],
+        ["--env", "counter", "--groups", "x", "--group-size", "1"],
+    ],
+)
+def test_cli_rejects_bad_flags(args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "usage: python -m trainer.rollout" in out.stderr and "error:" in out.stderr
+
+
+def test_more_groups_than_tasks_is_a_clear_error(tmp_path: Path) -> None:
+    args = ["--env", "counter", "--split", "test", "--offset", "99", "--groups", "2", "--group-size", "1"]
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.rollout", *args, "--model", "tiny"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode != 0 and "has 100 tasks" in out.stderr
