@@ -46,6 +46,8 @@ class RolloutConfig:
     group_size: int = 4
     max_steps: int | None = None
     """Steps per episode (default: the env's own limit)."""
+    max_steps_by_task: dict[str, int] = field(default_factory=dict)
+    """Per-task step limits that override `max_steps` (a benchmark's panel of mixed lengths)."""
     max_new_tokens: int = 256
     max_prompt_tokens: int = 4096
     concurrency: int = 64
@@ -156,8 +158,9 @@ class Roller:
         return [int(i) for i in ids[-self.config.max_prompt_tokens :]]
 
     async def start(self, episode: Episode) -> None:
+        max_steps = self.config.max_steps_by_task.get(episode.task_id, self.config.max_steps)
         opened = await self.client.create(
-            self.config.env, task_id=episode.task_id, max_steps=self.config.max_steps, episode_id=episode.episode_id
+            self.config.env, task_id=episode.task_id, max_steps=max_steps, episode_id=episode.episode_id
         )
         episode.task, episode.observation, episode.admissible = (
             opened.task,

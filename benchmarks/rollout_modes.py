@@ -1,0 +1,140 @@
+"""Rollout benchmark: async continuous batching against lock-step rounds, and buffer throughput.
+
+    python -m benchmarks.rollout_modes [--model tiny] [--groups 16] [--group-size 4] [--rounds 2]
+
+Both modes play the same fixed panel (counter env tasks whose step limits run 1 to 8, so episodes
+have mixed lengths) with the same generator, sampling and concurrency: async keeps up to
+`--concurrency` episodes in flight and starts a group the moment there is room; lock-step plays
+`concurrency / group-size` groups at a time in rounds, as verl-agent does. The modes alternate
+`--rounds` times in one run. The env server runs in its own process. Buffer: put, then get and
+acknowledge, of groups of realistic size (4 episodes x 4 steps, 512 prompt and 64 response tokens
+per step), on Redis and in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from shared.envs_client import AsyncEnvClient
+from shared.launch import ServiceProcess
+from shared.models import load_model
+from shared.redis import redis_server
+from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
+from trainer.agents import protocol
+from trainer.buffer import Buffer, MemoryBuffer, RedisBuffer
+from trainer.generation import HFGenerator, Sampling
+from trainer.rollout import Roller, RolloutConfig
+
+
+async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
+    loaded = load_model(args.model)
+    generator = HFGenerator(
+        loaded.model, loaded.tokenizer, Sampling(max_new_tokens=args.max_new_tokens), max_concurrency=args.concurrency
+    )
+    tasks = [f"counter/train/{i}" for i in range(args.groups)]
+    lengths = {t: 1 + (i * 5) % 8 for i, t in enumerate(tasks)}
+    config = RolloutConfig(
+        env="counter",
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        concurrency=args.concurrency,
+        max_steps_by_task=lengths,
+    )
+    rates: dict[str, list[float]] = {"async": [], "lockstep": []}
+    async with AsyncEnvClient(url) as client:
+        roller = Roller(client, generator, loaded.tokenizer, protocol("counter"), MemoryBuffer(), config)
+        await roller.run(tasks[:2])  # warm-up
+        for _ in range(args.rounds):
+            for mode in ("async", "lockstep"):
+                summary = await roller.run(tasks, mode=mode, batch_groups=args.concurrency // args.group_size)  # type: ignore[arg-type]
+                assert summary.steps == args.group_size * sum(lengths.values())
+                rates[mode].append(summary.episodes / summary.seconds)
+    generator.close()
+    return rates
+
+
+def sample_group(i: int) -> GroupRecord:
+    step = StepSample(
+        step=0,
+        prompt_token_ids=list(range(1000, 1512)),
+        response_token_ids=list(range(64)),
+        sampler_logprobs=[-1.5] * 64,
+        action="go to fridge 1",
+        valid=True,
+        env_reward=0.0,
+        won=False,
+        done=False,
+        finish_reason="stop",
+    )
+    episodes = [
+        EpisodeRecord(
+            episode_id=f"{i}-{e}",
+            steps=[step.model_copy(update={"step": k}) for k in range(4)],
+            won=False,
+            env_reward=0.0,
+            truncated=True,
+        )
+        for e in range(4)
+    ]
+    return GroupRecord(
+        group_id=str(i),
+        env="alfworld",
+        task_id=f"alfworld/train/{i}",
+        policy_version=0,
+        episodes=episodes,
+        created_at=time.time(),
+    )
+
+
+async def buffer_rate(buffer: Buffer, n: int) -> tuple[float, float]:
+    groups = [sample_group(i) for i in range(n)]
+    start = time.perf_counter()
+    for g in groups:
+        await buffer.put(g)
+    put_s = time.perf_counter() - start
+    start = time.perf_counter()
+    got = 0
+    while got < n:
+        batch = await buffer.get(16, policy_version=0)
+        await buffer.ack([d.id for d in batch])
+        got += len(batch)
+    get_s = time.perf_counter() - start
+    await buffer.close()
+    return n / put_s, n / get_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--buffer-groups", type=int, default=500)
+    args = parser.parse_args()
+    with ServiceProcess("services.envs", ["--envs", "counter"]) as server:
+        rates = asyncio.run(modes(args, server.url))
+    print(
+        f"{args.groups} groups x {args.group_size} episodes, 1-8 steps, {args.max_new_tokens} new tokens a turn, "
+        f"model {args.model}, concurrency {args.concurrency}\n"
+    )
+    print("| mode | episodes/s (each round) | median | vs lock-step |\n|---|---|---|---|")
+    base = sorted(rates["lockstep"])[len(rates["lockstep"]) // 2]
+    for mode, values in rates.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"| {mode} | {', '.join(f'{v:.2f}' for v in values)} | {median:.2f} | {median / base:.2f} |")
+    with redis_server() as url:
+        redis_put, redis_get = asyncio.run(buffer_rate(RedisBuffer(url, prefix="bench:"), args.buffer_groups))
+    memory_put, memory_get = asyncio.run(buffer_rate(MemoryBuffer(), args.buffer_groups))
+    size = len(sample_group(0).model_dump_json())
+    print(f"\nbuffer: {args.buffer_groups} groups of {size / 1024:.0f} KiB of JSON each (zlib on the wire)\n")
+    print("| buffer | put groups/s | get+ack groups/s |\n|---|---|---|")
+    print(f"| Redis stream (embedded Valkey) | {redis_put:,.0f} | {redis_get:,.0f} |")
+    print(f"| in memory | {memory_put:,.0f} | {memory_get:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
