@@ -2,20 +2,26 @@
 
     python -m benchmarks.rollout_modes [--model tiny] [--groups 16] [--group-size 4] [--rounds 2]
 
-Both modes play the same fixed panel (counter env tasks whose step limits run 1 to 8, so episodes
-have mixed lengths) with the same generator, sampling and concurrency: async keeps up to
-`--concurrency` episodes in flight and starts a group the moment there is room; lock-step plays
-`concurrency / group-size` groups at a time in rounds, as verl-agent does. The modes alternate
-`--rounds` times in one run. The env server runs in its own process. Buffer: put, then get and
-acknowledge, of groups of realistic size (4 episodes x 4 steps, 512 prompt and 64 response tokens
-per step), on Redis and in memory.
+Both modes play the same fixed panel: tasks of `--env` (counter, an instant env, by default;
+alfworld steps take ~140 ms) whose step limits run 1 to 8, so episodes have mixed lengths; each
+turn's length is drawn from 8 to `--max-new-tokens` by a hash of its prompt, standing in for a
+trained model's turns that end at different lengths (a random model never stops early). Same
+generator, sampling and concurrency: async keeps up to `--concurrency` episodes in flight and
+starts a group the moment there is room; lock-step plays `concurrency / group-size` groups at a
+time in rounds, as verl-agent does. The modes alternate `--rounds` times in one run; the env server
+runs in its own process. `--env-latency-ms LOW,HIGH` adds a delay to every env step. Buffer: put,
+then get and acknowledge, of groups of realistic size (4 episodes x 4 steps, 512 prompt and 64
+response tokens per step), on Redis and in memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import time
+
+import httpx
 
 from shared.envs_client import AsyncEnvClient
 from shared.launch import ServiceProcess
@@ -24,27 +30,63 @@ from shared.redis import redis_server
 from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
 from trainer.agents import protocol
 from trainer.buffer import Buffer, MemoryBuffer, RedisBuffer
-from trainer.generation import HFGenerator, Sampling
+from trainer.generation import Completion, HFGenerator, Sampling
 from trainer.rollout import Roller, RolloutConfig
+
+
+class MixedTurns:
+    """Each turn ends after 8 to `longest` tokens, fixed by a hash of its prompt."""
+
+    def __init__(self, inner: HFGenerator, longest: int) -> None:
+        self.inner = inner
+        self.longest = longest
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
+        digest = hashlib.sha256(str(prompt_ids).encode()).digest()
+        length = 8 + int.from_bytes(digest[:4], "big") % (self.longest - 7)
+        return await self.inner.generate(prompt_ids, length)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class SlowEnv(httpx.AsyncHTTPTransport):
+    """Delays each env step by `low`-`high` ms, fixed by a hash of the request: an env slower than
+    the counter (a planner, a remote retriever, a browser)."""
+
+    def __init__(self, low_ms: float, high_ms: float) -> None:
+        super().__init__()
+        self.low, self.high = low_ms, high_ms
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.high > 0 and request.url.path.endswith("/step"):
+            digest = hashlib.sha256(request.url.path.encode() + request.content).digest()
+            fraction = int.from_bytes(digest[:4], "big") / 2**32
+            await asyncio.sleep((self.low + (self.high - self.low) * fraction) / 1000)
+        return await super().handle_async_request(request)
 
 
 async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
     loaded = load_model(args.model)
-    generator = HFGenerator(
+    inner = HFGenerator(
         loaded.model, loaded.tokenizer, Sampling(max_new_tokens=args.max_new_tokens), max_concurrency=args.concurrency
     )
-    tasks = [f"counter/train/{i}" for i in range(args.groups)]
+    generator = MixedTurns(inner, args.max_new_tokens)
+    split = {"alfworld": "valid_seen", "counter": "train"}.get(args.env, "test")
+    tasks = [f"{args.env}/{split}/{i}" for i in range(args.groups)]
     lengths = {t: 1 + (i * 5) % 8 for i, t in enumerate(tasks)}
     config = RolloutConfig(
-        env="counter",
+        env=args.env,
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
         concurrency=args.concurrency,
         max_steps_by_task=lengths,
     )
     rates: dict[str, list[float]] = {"async": [], "lockstep": []}
-    async with AsyncEnvClient(url) as client:
-        roller = Roller(client, generator, loaded.tokenizer, protocol("counter"), MemoryBuffer(), config)
+    low, _, high = args.env_latency_ms.partition(",")
+    transport = SlowEnv(float(low), float(high or low))
+    async with AsyncEnvClient(url, transport=transport) as client:
+        roller = Roller(client, generator, loaded.tokenizer, protocol(args.env), MemoryBuffer(), config)
         await roller.run(tasks[:2])  # warm-up
         for _ in range(args.rounds):
             for mode in ("async", "lockstep"):
@@ -108,18 +150,23 @@ async def buffer_rate(buffer: Buffer, n: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--env", default="counter", help="counter (an instant env), alfworld (~140 ms a step), ...")
     parser.add_argument("--groups", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--buffer-groups", type=int, default=500)
+    parser.add_argument(
+        "--env-latency-ms", default="0", help="LOW,HIGH: delay each env step by LOW-HIGH ms (a slower env); 0 for none"
+    )
     args = parser.parse_args()
-    with ServiceProcess("services.envs", ["--envs", "counter"]) as server:
+    with ServiceProcess("services.envs", ["--envs", args.env]) as server:
         rates = asyncio.run(modes(args, server.url))
     print(
-        f"{args.groups} groups x {args.group_size} episodes, 1-8 steps, {args.max_new_tokens} new tokens a turn, "
-        f"model {args.model}, concurrency {args.concurrency}\n"
+        f"{args.env}: {args.groups} groups x {args.group_size} episodes, 1-8 steps, "
+        f"8-{args.max_new_tokens} new tokens a turn, model {args.model}, concurrency {args.concurrency}, "
+        f"added env latency {args.env_latency_ms} ms\n"
     )
     print("| mode | episodes/s (each round) | median | vs lock-step |\n|---|---|---|---|")
     base = sorted(rates["lockstep"])[len(rates["lockstep"]) // 2]

@@ -146,3 +146,13 @@ def install_common(app: FastAPI, metrics: HttpMetrics, max_body_bytes: int) -> N
         response = error_response(401, "unauthorized", "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+
+def map_errors(app: FastAPI, table: dict[type[Exception], tuple[int, str]]) -> None:
+    """Answer each exception type with its status and error code, the exception's text as message."""
+    for exc_type, (status, code) in table.items():
+
+        async def handler(_: Request, exc: Exception, status: int = status, code: str = code) -> JSONResponse:
+            return error_response(status, code, str(exc))
+
+        app.add_exception_handler(exc_type, handler)

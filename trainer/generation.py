@@ -150,3 +150,72 @@ def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseExcept
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible completions server that returns token ids (vLLM with
+    `return_tokens_as_token_ids`, SGLang, or `python -m trainer.openai_server`): the prompt goes as
+    token ids, the sampled ids and their log-probs come back; nothing is re-tokenized."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        sampling: Sampling = Sampling(),
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        retries: int = 3,
+    ) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self._errors = (httpx.TransportError,)
+        self.model = model
+        self.sampling = sampling
+        self.retries = retries
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
+        body = {
+            "model": self.model,
+            "prompt": list(prompt_ids),
+            "max_tokens": max_new_tokens or self.sampling.max_new_tokens,
+            "temperature": self.sampling.temperature,
+            "top_p": self.sampling.top_p,
+            "logprobs": 0,
+            "return_tokens_as_token_ids": True,
+        }
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._client.post("/v1/completions", json=body)
+            except self._errors as e:
+                if attempt == self.retries:
+                    raise GenerationError(f"completions server unreachable: {e}") from e
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if response.status_code in (429, 502, 503, 504) and attempt < self.retries:
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if response.status_code != 200:
+                raise GenerationError(f"completions server answered {response.status_code}: {response.text[:300]}")
+            return self._completion(response.json())
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _completion(reply: dict[str, Any]) -> Completion:
+        try:
+            choice = reply["choices"][0]
+            logprobs = choice["logprobs"]
+            ids = [int(str(t).removeprefix("token_id:")) for t in logprobs["tokens"]]
+            values = [float(v) for v in logprobs["token_logprobs"]]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise GenerationError(f"no token ids and log-probs in the reply ({e}): {str(reply)[:300]}") from e
+        reason: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
+        return Completion(ids, values, reason)
+
+    def close(self) -> None:
+        """Nothing to stop here; `aclose` releases the HTTP connections."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

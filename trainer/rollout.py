@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,18 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from tqdm import tqdm
 
-from shared.envs_client import AsyncEnvClient
+from shared.envs_client import AsyncEnvClient, EnvServiceError
 from shared.launch import ServiceProcess
-from shared.models import ModelNotFound, check_spec, load_model
+from shared.models import ModelNotFound, check_spec, load_model, load_tokenizer
 from shared.redis import redis_server
 from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
 from trainer.agents import PROTOCOLS, Protocol, Turn, protocol
 from trainer.buffer import Buffer, RedisBuffer
-from trainer.generation import Completion, Generator, HFGenerator, Sampling
+from trainer.generation import Completion, GenerationError, Generator, HFGenerator, OpenAIGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
+FAULTS = (GenerationError, EnvServiceError, httpx.TransportError)
+"""What ends one episode early (after the client's retries) without stopping the rollout."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -203,7 +208,15 @@ class Roller:
             try:
                 await asyncio.wait_for(self._play(episode), self.config.episode_timeout_s)
             except TimeoutError:
-                episode.truncated = True
+                self.fail(episode, f"timed out after {self.config.episode_timeout_s} s")
+            except FAULTS as e:
+                self.fail(episode, str(e))
+
+    @staticmethod
+    def fail(episode: Episode, why: str) -> None:
+        """End an episode that cannot go on; what it played is kept, marked truncated."""
+        log.warning("episode %s of %s ends early: %s", episode.episode_id, episode.task_id, why)
+        episode.truncated = episode.done = True
 
     async def _play(self, episode: Episode) -> None:
         await self.start(episode)
@@ -277,8 +290,18 @@ class Roller:
         episodes = [e for members in groups.values() for e in members]
         await asyncio.gather(*(self.start(e) for e in episodes))
         while live := [e for e in episodes if not e.done]:
-            turns = await asyncio.gather(*(self.think(e) for e in live))
-            await asyncio.gather(*(self.act(e, p, c) for e, (p, c) in zip(live, turns, strict=True)))
+            turns = await asyncio.gather(*(self.think(e) for e in live), return_exceptions=True)
+            acting = []
+            for e, turn in zip(live, turns, strict=True):
+                if isinstance(turn, BaseException):
+                    self.fail(e, str(turn))
+                else:
+                    acting.append((e, self.act(e, *turn)))
+            for (e, _), outcome in zip(
+                acting, await asyncio.gather(*(a for _, a in acting), return_exceptions=True), strict=True
+            ):
+                if isinstance(outcome, BaseException):
+                    self.fail(e, str(outcome))
         finished = [await self.finish(t, members) for t, members in groups.items()]
         return [g for g in finished if g is not None]
 
@@ -306,6 +329,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", help="buffer Redis (default: an embedded one, gone when this ends)")
     parser.add_argument("--redis-prefix", default="sdar:rollout:", help="key prefix of the buffer's stream")
     parser.add_argument("--env-url", help="env service (default: one started here)")
+    parser.add_argument(
+        "--openai-url", help="an OpenAI-compatible completions server to generate with (default: the model in process)"
+    )
     parser.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
     args = parser.parse_args(argv)
     for name in ("groups", "group_size", "max_new_tokens", "concurrency"):
@@ -318,8 +344,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--max-steps must be at least 1")
     if not 0 <= args.temperature <= 10 or not 0 < args.top_p <= 1:
         parser.error("--temperature must be in [0, 10] and --top-p in (0, 1]")
-    if args.env_url is not None and not args.env_url.startswith(("http://", "https://")):
-        parser.error("--env-url must be an http(s) URL")
+    for flag in ("env_url", "openai_url"):
+        url = getattr(args, flag)
+        if url is not None and not url.startswith(("http://", "https://")):
+            parser.error(f"--{flag.replace('_', '-')} must be an http(s) URL")
     try:
         check_spec(args.model)
     except ModelNotFound as e:
@@ -328,9 +356,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int]:
-    loaded = load_model(args.model, cache_dir=args.cache_dir)
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
-    generator = HFGenerator(loaded.model, loaded.tokenizer, sampling, max_concurrency=args.concurrency)
+    generator: HFGenerator | OpenAIGenerator
+    if args.openai_url:
+        tokenizer = load_tokenizer(args.model, args.cache_dir)
+        generator = OpenAIGenerator(args.openai_url, args.model, sampling)
+    else:
+        loaded = load_model(args.model, cache_dir=args.cache_dir)
+        tokenizer = loaded.tokenizer
+        generator = HFGenerator(loaded.model, tokenizer, sampling, max_concurrency=args.concurrency)
     buffer = RedisBuffer(redis_url, prefix=args.redis_prefix)
     config = RolloutConfig(
         env=args.env,
@@ -346,11 +380,13 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
             if args.offset + args.groups > total:
                 raise SystemExit(f"{args.env}/{args.split} has {total} tasks; --offset + --groups is past its end")
             tasks = [f"{args.env}/{args.split}/{args.offset + i}" for i in range(args.groups)]
-            roller = Roller(client, generator, loaded.tokenizer, protocol(args.env), buffer, config)
+            roller = Roller(client, generator, tokenizer, protocol(args.env), buffer, config)
             with tqdm(total=args.groups, desc=f"{args.env} groups", unit="group") as bar:
                 summary = await roller.run(tasks, mode=args.mode, on_group=lambda _: bar.update())
         return summary, (await buffer.stats()).length
     finally:
+        if isinstance(generator, OpenAIGenerator):
+            await generator.aclose()
         generator.close()
         await buffer.close()
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from services.http import HttpMetrics, bearer_auth, error_response, install_common
+from services.http import HttpMetrics, bearer_auth, install_common, map_errors
 from services.teacher.scoring import ScoringError, TooLong
 from services.teacher.service import Batcher, PolicyConflict, PolicyError, TeacherService, retrieved
 from services.teacher.skills import SkillError
@@ -91,19 +91,16 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
     app = FastAPI(title="SDAR teacher service", version="1", lifespan=lifespan)
     install_common(app, metrics, max_body_bytes=64 << 20)
 
-    @app.exception_handler(TooLong)
-    async def too_long(_: Request, exc: TooLong) -> JSONResponse:
-        return error_response(413, "too_large", str(exc))
-
-    @app.exception_handler(ScoringError)
-    @app.exception_handler(SkillError)
-    @app.exception_handler(PolicyError)
-    async def invalid(_: Request, exc: ValueError) -> JSONResponse:
-        return error_response(422, "invalid_request", str(exc))
-
-    @app.exception_handler(PolicyConflict)
-    async def conflict(_: Request, exc: PolicyConflict) -> JSONResponse:
-        return error_response(409, "version_conflict", str(exc))
+    map_errors(
+        app,
+        {
+            TooLong: (413, "too_large"),
+            ScoringError: (422, "invalid_request"),
+            SkillError: (422, "invalid_request"),
+            PolicyError: (422, "invalid_request"),
+            PolicyConflict: (409, "version_conflict"),
+        },
+    )
 
     @app.get("/health")
     async def health(svc: Service) -> dict[str, object]:

@@ -17,7 +17,7 @@ from shared.models import LoadedModel, load_model
 from shared.settings import EnvServiceSettings
 from trainer.agents import protocol
 from trainer.buffer import MemoryBuffer
-from trainer.generation import Completion, HFGenerator, Sampling
+from trainer.generation import Completion, GenerationError, HFGenerator, Sampling
 from trainer.rollout import Roller, RolloutConfig
 
 
@@ -120,3 +120,34 @@ async def test_lockstep_mode_gives_the_same_groups(
     buffer, summary, _ = await play("counter", generator, tiny, alfworld_cache, "lockstep")
     assert (summary.groups, summary.episodes, summary.steps) == (2, 4, 8)
     assert {len(e.steps) for d in buffer._pending.values() for e in d.group.episodes} == {2}
+
+
+class Failing:
+    """Fails the third request it gets, as a crashed backend would."""
+
+    def __init__(self, inner: HFGenerator) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
+        self.calls += 1
+        if self.calls == 3:
+            raise GenerationError("the backend went away")
+        return await self.inner.generate(prompt_ids, max_new_tokens)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("mode", ["async", "lockstep"])
+async def test_a_failed_turn_ends_that_episode_only(generator: HFGenerator, tiny: LoadedModel, mode: str) -> None:
+    app = create_app(EnvServiceSettings(envs=["counter"]))
+    buffer = MemoryBuffer()
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), AsyncEnvClient("http://envs", transport=transport) as client:
+        config = RolloutConfig(env="counter", group_size=2, max_steps=3, max_new_tokens=8)
+        roller = Roller(client, Failing(generator), tiny.tokenizer, protocol("counter"), buffer, config)
+        summary = await roller.run(["counter/test/0"], mode=mode)  # type: ignore[arg-type]
+    assert summary.groups == 1 and summary.truncated == 2
+    [delivery] = await buffer.get(1, policy_version=0)
+    assert sorted(len(e.steps) for e in delivery.group.episodes) in ([1, 3], [2, 3])  # one cut short, one whole

@@ -1,0 +1,152 @@
+"""An OpenAI-compatible completions server over the in-process Hugging Face generator.
+
+    python -m trainer.openai_server --model tiny|smollm2|PATH --port 8003 [--temperature 1.0 --top-p 1.0]
+
+`POST /v1/completions` takes a prompt as token ids (or text, tokenized without special tokens),
+`max_tokens`, `logprobs` and vLLM's `return_tokens_as_token_ids`, and answers in the completions
+format: per choice the text, `logprobs.tokens` (`"token_id:<id>"` strings with
+`return_tokens_as_token_ids`, as vLLM writes them), `logprobs.token_logprobs` (the sampler's) and
+`finish_reason`. Sampling is the server's (one continuous batch serves every request): a request
+asking for another temperature or top-p is refused rather than silently sampled differently.
+`GET /v1/models` lists the one model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.http import HttpMetrics, bearer_auth, install_common, map_errors
+from shared.models import LoadedModel, ModelNotFound, check_spec, load_model
+from trainer.generation import GenerationError, HFGenerator, Sampling
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
+
+    model: str | None = None
+    prompt: list[int] | str
+    max_tokens: int = Field(default=16, ge=1, le=32768)
+    temperature: float | None = Field(default=None, ge=0.0, le=10.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    return_tokens_as_token_ids: bool = False
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+
+
+class SamplingMismatch(ValueError):
+    pass
+
+
+def create_app(
+    loaded: LoadedModel, sampling: Sampling, *, token: str | None = None, max_context: int = 4096
+) -> FastAPI:
+    metrics = HttpMetrics("sdar_generation")
+    tokenizer = loaded.tokenizer
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.generator = HFGenerator(loaded.model, tokenizer, sampling, max_context=max_context)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(app.state.generator.close)
+
+    app = FastAPI(title="SDAR OpenAI-compatible generation", version="1", lifespan=lifespan)
+    install_common(app, metrics, max_body_bytes=16 << 20)
+
+    map_errors(app, {SamplingMismatch: (422, "invalid_request"), GenerationError: (503, "generation_failed")})
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": loaded.spec}
+
+    router = APIRouter(dependencies=[Depends(bearer_auth(token))])
+
+    @router.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": loaded.spec, "object": "model", "owned_by": "sdar"}]}
+
+    @router.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
+        if body.stream:
+            raise SamplingMismatch("streaming is not supported")
+        if body.temperature is not None and body.temperature != sampling.temperature:
+            raise SamplingMismatch(f"this server samples at temperature {sampling.temperature}, not {body.temperature}")
+        if body.top_p is not None and body.top_p != sampling.top_p:
+            raise SamplingMismatch(f"this server samples with top_p {sampling.top_p}, not {body.top_p}")
+        ids = body.prompt if isinstance(body.prompt, list) else tokenizer.encode(body.prompt, add_special_tokens=False)
+        if not ids:
+            raise SamplingMismatch("the prompt is empty")
+        if any(not 0 <= t < len(tokenizer) for t in ids):
+            raise SamplingMismatch(f"prompt token ids must be in 0..{len(tokenizer) - 1}")
+        if len(ids) + body.max_tokens > max_context:
+            raise SamplingMismatch(f"prompt ({len(ids)}) + max_tokens ({body.max_tokens}) exceed {max_context} tokens")
+        completion = await request.app.state.generator.generate(list(ids), body.max_tokens)
+        tokens = (
+            [f"token_id:{t}" for t in completion.token_ids]
+            if body.return_tokens_as_token_ids
+            else [tokenizer.decode([t]) for t in completion.token_ids]
+        )
+        choice: dict[str, Any] = {
+            "index": 0,
+            "text": tokenizer.decode(completion.token_ids, skip_special_tokens=True),
+            "finish_reason": completion.finish_reason,
+            "logprobs": None,
+        }
+        if body.logprobs is not None:
+            choice["logprobs"] = {"tokens": tokens, "token_logprobs": completion.logprobs, "top_logprobs": None}
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": loaded.spec,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": len(ids),
+                "completion_tokens": len(completion.token_ids),
+                "total_tokens": len(ids) + len(completion.token_ids),
+            },
+        }
+
+    app.include_router(router)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trainer.openai_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a model directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8003)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-context", type=int, default=4096)
+    parser.add_argument("--token", help="bearer token required on every route but /health")
+    parser.add_argument("--cache-dir", type=Path)
+    args = parser.parse_args(argv)
+    if not 0 <= args.temperature <= 10 or not 0 < args.top_p <= 1:
+        parser.error("--temperature must be in [0, 10] and --top-p in (0, 1]")
+    if not 0 < args.port < 65536 or args.max_context < 16:
+        parser.error("--port must be 1..65535 and --max-context at least 16")
+    try:
+        check_spec(args.model)
+    except ModelNotFound as e:
+        parser.error(str(e))
+    loaded = load_model(args.model, cache_dir=args.cache_dir)
+    app = create_app(loaded, Sampling(args.temperature, args.top_p), token=args.token, max_context=args.max_context)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
