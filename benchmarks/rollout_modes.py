@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import statistics
 import time
 
 import httpx
@@ -87,7 +88,8 @@ async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
     transport = SlowEnv(float(low), float(high or low))
     async with AsyncEnvClient(url, transport=transport) as client:
         roller = Roller(client, generator, loaded.tokenizer, protocol(args.env), MemoryBuffer(), config)
-        await roller.run(tasks[:2])  # warm-up
+        await roller.run(tasks[:2])  # warm-up: the generator
+        await asyncio.gather(*(client.create(args.env, task_id=t, max_steps=1) for t in tasks))  # and every game
         for _ in range(args.rounds):
             for mode in ("async", "lockstep"):
                 summary = await roller.run(tasks, mode=mode, batch_groups=args.concurrency // args.group_size)  # type: ignore[arg-type]
@@ -169,9 +171,9 @@ def main() -> None:
         f"added env latency {args.env_latency_ms} ms\n"
     )
     print("| mode | episodes/s (each round) | median | vs lock-step |\n|---|---|---|---|")
-    base = sorted(rates["lockstep"])[len(rates["lockstep"]) // 2]
+    base = statistics.median(rates["lockstep"])
     for mode, values in rates.items():
-        median = sorted(values)[len(values) // 2]
+        median = statistics.median(values)
         print(f"| {mode} | {', '.join(f'{v:.2f}' for v in values)} | {median:.2f} | {median / base:.2f} |")
     with redis_server() as url:
         redis_put, redis_get = asyncio.run(buffer_rate(RedisBuffer(url, prefix="bench:"), args.buffer_groups))
