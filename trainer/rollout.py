@@ -376,7 +376,12 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
     )
     try:
         async with AsyncEnvClient(env_url, retries=6) as client:
-            total = (await client.tasks(args.env, args.split, 0, 1)).total
+            try:
+                total = (await client.tasks(args.env, args.split, 0, 1)).total
+            except EnvServiceError as e:
+                raise SystemExit(f"python -m trainer.rollout: error: {e.message}") from None
+            except httpx.TransportError as e:
+                raise SystemExit(f"python -m trainer.rollout: error: no env service at {env_url} ({e})") from None
             if args.offset + args.groups > total:
                 raise SystemExit(f"{args.env}/{args.split} has {total} tasks; --offset + --groups is past its end")
             tasks = [f"{args.env}/{args.split}/{args.offset + i}" for i in range(args.groups)]

@@ -116,3 +116,13 @@ def test_more_groups_than_tasks_is_a_clear_error(tmp_path: Path) -> None:
         [sys.executable, "-m", "trainer.rollout", *args, "--model", "tiny"], capture_output=True, text=True, timeout=300
     )
     assert out.returncode != 0 and "has 100 tasks" in out.stderr
+
+
+def test_an_unknown_split_or_an_unreachable_env_is_a_clear_error() -> None:
+    base = [sys.executable, "-m", "trainer.rollout", "--env", "counter", "--groups", "1", "--group-size", "1"]
+    out = subprocess.run([*base, "--split", "nope", "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "error: no split 'nope' in env 'counter'" in out.stderr
+    assert "Traceback" not in out.stderr
+    url = "http://127.0.0.1:9"  # nothing listens on the discard port
+    out = subprocess.run([*base, "--env-url", url, "--model", "tiny"], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and f"no env service at {url}" in out.stderr and "Traceback" not in out.stderr
