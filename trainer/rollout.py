@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         summary, length = asyncio.run(rollout(args, env_url, redis_url))
         print("\n".join(summary.lines()))
         where = f"{redis_url} stream {args.redis_prefix}groups"
-        print(f"{summary.groups} groups written to {where} ({length} groups on the stream)")
+        plural = "" if summary.groups == 1 else "s"
+        print(f"{summary.groups} group{plural} written to {where} ({length} on the stream)")
         if args.redis_url is None:
             print("(an embedded Redis, stopped now: pass --redis-url to keep the groups)")
 
