@@ -48,9 +48,11 @@ class DroppingTransport(httpx.AsyncHTTPTransport):
         super().__init__()
         self.rng = random.Random(7)
         self.dropped = 0
+        self.answered = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await super().handle_async_request(request)
+        self.answered += 1
         if request.method == "POST" and self.rng.random() < 0.25:
             await response.aclose()
             self.dropped += 1
@@ -65,24 +67,25 @@ async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str
     server = ServiceProcess("services.envs", server_args)
     transport = DroppingTransport()
     buffer = MemoryBuffer()
-    config = RolloutConfig(env="counter", group_size=3, max_steps=6, max_new_tokens=8, concurrency=6)
+    config = RolloutConfig(env="counter", group_size=3, max_steps=8, max_new_tokens=8, concurrency=6)
     try:
         async with AsyncEnvClient(server.url, retries=8, backoff_s=0.1, transport=transport) as client:
             roller = Roller(client, generator, tiny.tokenizer, protocol("counter"), buffer, config)
             playing = asyncio.create_task(roller.run([f"counter/test/{i}" for i in range(4)]))
-            await asyncio.sleep(1.0)
+            while transport.answered < 30:  # well into the rollout
+                await asyncio.sleep(0.02)
             assert not playing.done()
             server.kill()  # the replica dies mid-rollout; the episodes live in Redis
             await asyncio.sleep(0.5)
             server = ServiceProcess("services.envs", server_args, port=server.port)
             summary = await playing
-            assert (summary.groups, summary.episodes, summary.steps) == (4, 12, 72)
+            assert (summary.groups, summary.episodes, summary.steps) == (4, 12, 96)
             assert transport.dropped > 0
             for delivery in await buffer.get(10, policy_version=0):
                 for episode in delivery.group.episodes:
                     record = await client.record(episode.episode_id)
                     assert [s.action for s in episode.steps] == record.actions  # nothing lost, nothing twice
-                    assert len(record.actions) == 6 and record.done
+                    assert len(record.actions) == 8 and record.done
     finally:
         server.stop()
         generator.close()
