@@ -19,15 +19,14 @@ from pathlib import Path
 
 import httpx
 
-from services.envs.episodes import EpisodeService
+from benchmarks.episodes import service_rate
 from services.envs.searchqa.env import SearchQAEnvironment, embedded_world
 from services.envs.searchqa.oracle import reader
 from services.envs.searchqa.retrieval import BM25Retriever, DenseRetriever, Retriever
-from services.envs.store import MemoryEpisodeStore
 from shared.envs_client import EnvClient
 from shared.launch import ServiceProcess
 from shared.settings import EnvServiceSettings
-from shared.wire import BatchStepItem, CreateEpisode, StepResult
+from shared.wire import BatchStepItem, StepResult
 
 BATCH = 64
 
@@ -77,18 +76,6 @@ def over_http(url: str, queries: list[str]) -> tuple[list[float], float]:
         return times, len(queries) / (time.perf_counter() - start)
 
 
-async def service_rate(env: SearchQAEnvironment, scripts: dict[str, list[str]]) -> tuple[int, float]:
-    service = EpisodeService({"searchqa": env}, MemoryEpisodeStore(3600, 100_000), live_cache_size=len(scripts))
-    episodes = [(await service.create("searchqa", CreateEpisode(task_id=t, max_steps=9))).episode_id for t in scripts]
-    start = time.perf_counter()
-    for eid, script in zip(episodes, scripts.values(), strict=True):
-        for n, action in enumerate(script):
-            await service.step(eid, action, n)
-    elapsed = time.perf_counter() - start
-    await service.close()
-    return sum(len(s) for s in scripts.values()), elapsed
-
-
 def http_rate(url: str, scripts: dict[str, list[str]], batch: bool) -> tuple[int, float, int]:
     """(steps, seconds, episodes won)."""
     with EnvClient(url) as client:
@@ -135,7 +122,7 @@ def main() -> None:
         dense_s = time.perf_counter() - start
         rows.append(("dense MiniLM + faiss, in-process", per_query(dense, queries), batched(dense, queries)))
     scripts = {f"searchqa/test/{i}": oracle_script(env, i) for i in range(min(args.episodes, len(panels["test"])))}
-    svc_steps, svc_s = asyncio.run(service_rate(env, scripts))
+    svc_steps, svc_s = asyncio.run(service_rate(env, scripts, max_steps=9))
     server_args = ["--envs", "searchqa", "--live-cache-size", str(args.episodes)]
     with ServiceProcess("services.envs", server_args) as server:
         http_times, http_qps = over_http(server.url, queries)

@@ -18,13 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
-from services.envs.episodes import EpisodeService
-from services.envs.store import MemoryEpisodeStore
+from benchmarks.episodes import service_rate
 from services.envs.webshop import WebshopEnvironment
 from shared.envs_client import EnvClient
 from shared.launch import ServiceProcess
 from shared.settings import EnvServiceSettings
-from shared.wire import BatchStepItem, CreateEpisode, StepResult
+from shared.wire import BatchStepItem, StepResult
 
 
 def oracle_script(env: WebshopEnvironment, task_id: str) -> list[str]:
@@ -55,19 +54,6 @@ def simulator_rate(env: WebshopEnvironment, scripts: dict[str, list[str]]) -> tu
         for action in script:
             simulator.step(action)
     return steps, time.perf_counter() - start
-
-
-async def service_rate(env: WebshopEnvironment, scripts: dict[str, list[str]]) -> tuple[int, float]:
-    service = EpisodeService({"webshop": env}, MemoryEpisodeStore(3600, 100_000), live_cache_size=len(scripts))
-    episodes = [(await service.create("webshop", CreateEpisode(task_id=t))).episode_id for t in scripts]
-    steps = sum(len(s) for s in scripts.values())
-    start = time.perf_counter()
-    for eid, script in zip(episodes, scripts.values(), strict=True):
-        for n, action in enumerate(script):
-            await service.step(eid, action, n)
-    elapsed = time.perf_counter() - start
-    await service.close()
-    return steps, elapsed
 
 
 def http_rate(url: str, scripts: dict[str, list[str]], batch: bool) -> tuple[int, float, list[float], list[float]]:

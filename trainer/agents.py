@@ -18,7 +18,7 @@ Projection, as the reference's:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
 THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
@@ -57,7 +57,6 @@ class Protocol:
     """Subtracted per invalid step by the trainer (reward shaping is the trainer's, not the env's)."""
     success_reward: float = 10.0
     """Reward of a won episode (Search-QA: the exact match itself, 1)."""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def prompt(self, task: str, observation: str, admissible: list[str] | None, past: list[Turn]) -> str:
         raise NotImplementedError

@@ -99,14 +99,17 @@ class SearchQAEnvironment(Environment):
 
     @classmethod
     def from_settings(cls, settings: EnvServiceSettings) -> SearchQAEnvironment:
-        world, generated = embedded_world(settings.searchqa_seed)
+        # the generated world only where the user's files do not replace it
         if settings.searchqa_data is not None:
             splits, backend = load_dataset(settings.searchqa_data), "dataset"
             version = f"searchqa-dataset-{settings.searchqa_data.name}"
         else:
-            splits, backend = generated, "embedded"
+            splits, backend = embedded_world(settings.searchqa_seed)[1], "embedded"
             version = f"searchqa-embedded-{WORLD_VERSION}-seed{settings.searchqa_seed}"
-        passages = load_corpus(settings.searchqa_corpus) if settings.searchqa_corpus else world.passages
+        if settings.searchqa_corpus is not None:
+            passages = load_corpus(settings.searchqa_corpus)
+        else:
+            passages = embedded_world(settings.searchqa_seed)[0].passages
         retriever = make_retriever(settings, passages)
         return cls(
             splits,

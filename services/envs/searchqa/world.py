@@ -149,14 +149,6 @@ ORG_KINDS = {
     "university": (["University", "Institute"], set()),
     "engineering firm": (["Works", "Engineering", "Industries"], set()),
 }
-RELEASE_VERB = {
-    "novel": "published",
-    "poetry collection": "published",
-    "film": "produced",
-    "symphony": "recorded",
-    "album": "released",
-    "painting": "exhibited",
-}
 EVENT_KINDS = ["music festival", "film festival", "book fair", "science congress", "regatta", "chess olympiad"]
 TITLE_ADJECTIVES = [
     "Silent",
@@ -308,6 +300,8 @@ class World:
         self.seed = seed
         self.rng = random.Random(f"searchqa-world-{WORLD_VERSION}-{seed}")
         self.entities: dict[str, Entity] = {}
+        self._pools: dict[str, list[Entity]] = {}
+        """Entities by kind, for the filler's picks (filled on first use, after the build)."""
         self._names: set[str] = set()
         self._build()
         self.fact_passage: dict[tuple[str, str], Passage] = {}
@@ -597,10 +591,9 @@ class World:
         return template.format(**fields)
 
     def _pool(self, kind: str) -> list[Entity]:
-        pools: dict[str, list[Entity]] = self.__dict__.setdefault("_pools", {})
-        if kind not in pools:
-            pools[kind] = self.of_kind(kind)
-        return pools[kind]
+        if kind not in self._pools:
+            self._pools[kind] = self.of_kind(kind)
+        return self._pools[kind]
 
 
 ECHO_RATE = 1.0
