@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -148,3 +149,19 @@ class TeacherSettings(BaseSettings):
         if (self.teacher_mode == "external") != (self.teacher_model is not None):
             raise ValueError("teacher_model is needed with teacher_mode=external, and only then")
         return self
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a user gave (argparse leaves the others None), so settings keep their defaults."""
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def from_flags(parser: argparse.ArgumentParser, cls: type[S], given: dict[str, Any]) -> S:
+    """Settings from command-line flags; invalid values are a usage error (exit 2), not a traceback."""
+    try:
+        return cls(**given)
+    except ValidationError as e:
+        parser.error(str(e).replace("\n", " "))

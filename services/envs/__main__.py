@@ -6,11 +6,10 @@ import argparse
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
 
 from services.envs.app import create_app
 from services.envs.registry import FACTORIES
-from shared.settings import EnvServiceSettings
+from shared.settings import EnvServiceSettings, from_flags, given_flags
 
 
 def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
@@ -52,17 +51,13 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
         "--searchqa-passages", choices=["verl-agent", "search-r1"], help="passage format (default verl-agent)"
     )
     args = parser.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None}
+    given = given_flags(args)
     if "envs" in given:
         given["envs"] = [e.strip() for e in given["envs"].split(",") if e.strip()]
         unknown = sorted(set(given["envs"]) - set(FACTORIES))
         if unknown or not given["envs"]:
             parser.error(f"unknown env(s) {unknown or given['envs']}; known: {', '.join(sorted(FACTORIES))}")
-    try:
-        return EnvServiceSettings(**given)
-    except ValidationError as e:
-        parser.error(str(e).replace("\n", " "))
-        raise  # unreachable: parser.error exits
+    return from_flags(parser, EnvServiceSettings, given)
 
 
 def main(argv: list[str] | None = None) -> None:

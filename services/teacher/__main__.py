@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
 
 from services.teacher.app import create_app
 from services.teacher.service import PolicyError, TeacherService
 from shared.models import ModelNotFound, check_spec
-from shared.settings import TeacherSettings
+from shared.settings import TeacherSettings, from_flags, given_flags
 
 
 def parse_args(argv: list[str] | None = None) -> TeacherSettings:
@@ -36,14 +35,13 @@ def parse_args(argv: list[str] | None = None) -> TeacherSettings:
     parser.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="weights (default float32)")
     args = parser.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if v is not None}
+    settings = from_flags(parser, TeacherSettings, given_flags(args))
     try:
-        settings = TeacherSettings(**given)
         for spec in (settings.model, settings.teacher_model):
             if spec is not None:
                 check_spec(spec)
-    except (ValidationError, ModelNotFound) as e:
-        parser.error(str(e).replace("\n", " "))
+    except ModelNotFound as e:
+        parser.error(str(e))
     return settings
 
 
