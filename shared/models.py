@@ -186,6 +186,14 @@ def _local(spec: str) -> str:
         ) from e
 
 
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The token ids of `messages` in the tokenizer's chat template, generation prompt included."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # a BatchEncoding rather than a list
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
 def check_spec(spec: str) -> None:
     """Raise `ModelNotFound` unless `spec` names a model that can load without a download."""
     if spec in (DEFAULT, "default", TINY):

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from shared.envs_client import AsyncEnvClient, EnvServiceError
 from shared.launch import ServiceProcess
-from shared.models import ModelNotFound, check_spec, load_model, load_tokenizer
+from shared.models import ModelNotFound, chat_prompt_ids, check_spec, load_model, load_tokenizer
 from shared.redis import redis_server
 from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
 from trainer.agents import PROTOCOLS, Protocol, Turn, protocol
@@ -153,14 +153,10 @@ class Roller:
         when it would be too long (as the reference falls back to its no-history template)."""
         for past in (episode.past, []):
             text = self.protocol.prompt(episode.task, episode.observation, episode.admissible, past)
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-            )
-            if hasattr(ids, "keys"):
-                ids = ids["input_ids"]
+            ids = chat_prompt_ids(self.tokenizer, [{"role": "user", "content": text}])
             if len(ids) <= self.config.max_prompt_tokens:
-                return [int(i) for i in ids]
-        return [int(i) for i in ids[-self.config.max_prompt_tokens :]]
+                return ids
+        return ids[-self.config.max_prompt_tokens :]
 
     async def start(self, episode: Episode) -> None:
         max_steps = self.config.max_steps_by_task.get(episode.task_id, self.config.max_steps)

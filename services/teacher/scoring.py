@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from services.teacher.skills import HEADER
+from shared.models import chat_prompt_ids
 
 Placement = Literal["prefix", "system"]
 
@@ -73,10 +74,7 @@ class Scorer:
     # -- prompts -------------------------------------------------------------------------------
 
     def _template(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return [int(i) for i in ids]
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def student_prompt(self, item: Item) -> list[int]:
         if item.prompt_token_ids is not None:
