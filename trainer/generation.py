@@ -37,7 +37,8 @@ class Completion:
 class Generator(Protocol):
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release what the generator holds; waiting requests fail."""
 
 
 class GenerationError(RuntimeError):
@@ -128,6 +129,9 @@ class HFGenerator:
                 outcome = Completion(tokens, [float(x) for x in result.logprobs], reason)
             loop.call_soon_threadsafe(_settle, future, outcome)
 
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         if self._closed.is_set():
             return
@@ -213,9 +217,6 @@ class OpenAIGenerator:
             raise GenerationError(f"no token ids and log-probs in the reply ({e}): {str(reply)[:300]}") from e
         reason: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
         return Completion(ids, values, reason)
-
-    def close(self) -> None:
-        """Nothing to stop here; `aclose` releases the HTTP connections."""
 
     async def aclose(self) -> None:
         await self._client.aclose()

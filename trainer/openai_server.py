@@ -14,7 +14,6 @@ asking for another temperature or top-p is refused rather than silently sampled 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -61,7 +60,7 @@ def create_app(
         try:
             yield
         finally:
-            await asyncio.to_thread(app.state.generator.close)
+            await app.state.generator.aclose()
 
     app = FastAPI(title="SDAR OpenAI-compatible generation", version="1", lifespan=lifespan)
     install_common(app, metrics, max_body_bytes=16 << 20)

@@ -353,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int]:
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
-    generator: HFGenerator | OpenAIGenerator
+    generator: Generator
     if args.openai_url:
         tokenizer = load_tokenizer(args.model, args.cache_dir)
         generator = OpenAIGenerator(args.openai_url, args.model, sampling)
@@ -386,9 +386,7 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
                 summary = await roller.run(tasks, mode=args.mode, on_group=lambda _: bar.update())
         return summary, (await buffer.stats()).length
     finally:
-        if isinstance(generator, OpenAIGenerator):
-            await generator.aclose()
-        generator.close()
+        await generator.aclose()
         await buffer.close()
 
 
