@@ -1,23 +1,27 @@
 """Generation behind one interface, token-in / token-out: a prompt's token ids in; the sampled token
 ids and their sampler log-probs out. Text is never re-tokenized for training.
 
-`HFGenerator` runs a Hugging Face model in this process with transformers' continuous batching:
-every pending request is batched with the others, and a new request joins the running batch as
-soon as there is room (a paged KV cache), instead of waiting for the batch to finish. Sampling
-(temperature, top-p) is fixed per generator; a turn stops at the tokenizer's end-of-turn token or
-at `max_new_tokens`.
+`HFGenerator` runs a Hugging Face model in this process under our continuous-batching engine
+(`trainer.engine`): every pending request is batched with the others, and a new request joins the
+running batch between two decode steps as soon as a row and the KV budget allow, instead of
+waiting for the batch to finish. Sampling (temperature, top-p) is fixed per generator; a turn stops
+at the tokenizer's end-of-turn token or at `max_new_tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import collections
+import contextlib
+import logging
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from transformers import GenerationConfig
-from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from trainer.engine import Engine, EngineError, Sequence
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ class GenerationError(RuntimeError):
 
 
 class HFGenerator:
-    """Continuous batching over an in-process Hugging Face causal LM."""
+    """Continuous batching over an in-process Hugging Face causal LM: one thread drives the engine,
+    `generate` is awaited from any event loop. A cancelled request leaves the batch at the next step."""
 
     def __init__(
         self,
@@ -57,77 +62,83 @@ class HFGenerator:
         max_concurrency: int = 64,
         max_context: int = 4096,
         kv_cache_gib: float = 2.0,
-        page_size: int = 256,
         seed: int = 0,
     ) -> None:
-        self.tokenizer = tokenizer
         self.sampling = sampling
-        self.stop_ids = {tokenizer.eos_token_id}
-        config = GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=sampling.temperature > 0,
-            temperature=sampling.temperature if sampling.temperature > 0 else None,
+        self.engine = Engine(
+            model,
+            stop_ids={tokenizer.eos_token_id},
+            temperature=sampling.temperature,
             top_p=sampling.top_p,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
-        # The paged KV cache holds what the concurrent requests need, up to `kv_cache_gib`.
-        cfg = model.config
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        per_token = 2 * cfg.num_hidden_layers * heads * head_dim * next(model.parameters()).element_size()
-        tokens = min(max_concurrency * max_context, int(kv_cache_gib * 2**30 / per_token))
-        blocks = max(1, math.ceil(tokens / page_size))
-        batching = ContinuousBatchingConfig(
-            return_logprobs=True,
+            max_rows=max_concurrency,
+            max_context=max_context,
+            kv_cache_gib=kv_cache_gib,
             seed=seed,
-            page_size=page_size,
-            num_blocks=blocks,
-            max_batch_tokens=max(512, max_concurrency * 8),
         )
-        self._manager = model.init_continuous_batching(generation_config=config, continuous_batching_config=batching)
-        self._manager.start()
-        self._futures: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Completion], int]] = {}
-        self._lock = threading.Lock()
-        self._count = 0
+        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._waiting: collections.deque[Sequence] = collections.deque()
         self._closed = threading.Event()
-        self._reader = threading.Thread(target=self._read, name="hf-generator-results", daemon=True)
-        self._reader.start()
+        self._thread = threading.Thread(target=self._loop, name="hf-generator", daemon=True)
+        self._thread.start()
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
         if self._closed.is_set():
             raise GenerationError("the generator is closed")
-        limit = max_new_tokens or self.sampling.max_new_tokens
+        sequence = Sequence(list(prompt_ids), max_new_tokens or self.sampling.max_new_tokens)
+        try:
+            self.engine.check(sequence)
+        except EngineError as e:
+            raise GenerationError(str(e)) from e
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Completion] = loop.create_future()
-        with self._lock:
-            self._count += 1
-            request_id = f"r{self._count}"
-            self._futures[request_id] = (loop, future, limit)
-        self._manager.add_request(list(prompt_ids), request_id=request_id, max_new_tokens=limit)
-        return await future
+        sequence.handle = (loop, future)
+        self._inbox.put(sequence)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            sequence.cancelled = True
+            raise
 
-    def _read(self) -> None:
+    def _loop(self) -> None:
+        engine = self.engine
         while not self._closed.is_set():
-            result = self._manager.get_result(timeout=0.05)
-            if result is None:
-                if not self._manager.is_running():  # its loop died: no result will come
-                    self._fail_all(GenerationError("the generation loop stopped (see the log for why)"))
+            self._take(block=not self._waiting and not engine.running)
+            self._drop_cancelled()
+            while self._waiting and engine.fits(self._waiting[0]):
+                sequence = self._waiting.popleft()
+                try:
+                    if not engine.admit(sequence):
+                        _answer(sequence)
+                except Exception as e:
+                    log.exception("prefill failed")
+                    _answer(sequence, GenerationError(f"prefill failed: {e}"))
+            try:
+                finished = engine.step()
+            except Exception as e:
+                log.exception("decode step failed")
+                failed, engine.running = engine.running, []
+                for sequence in failed:
+                    _answer(sequence, GenerationError(f"decode step failed: {e}"))
                 continue
-            with self._lock:
-                waiting = self._futures.pop(result.request_id, None)
-            if waiting is None:
-                continue
-            loop, future, limit = waiting
-            outcome: Completion | BaseException
-            if result.error:
-                outcome = GenerationError(str(result.error))
-            else:
-                tokens = list(result.generated_tokens)
-                stopped = bool(tokens) and tokens[-1] in self.stop_ids
-                reason: Literal["stop", "length"] = "stop" if stopped or len(tokens) < limit else "length"
-                outcome = Completion(tokens, [float(x) for x in result.logprobs], reason)
-            loop.call_soon_threadsafe(_settle, future, outcome)
+            for sequence in finished:
+                _answer(sequence)
+
+    def _take(self, *, block: bool) -> None:
+        """Move what arrived into the waiting line; wait a little for something when idle."""
+        try:
+            item = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
+            while item is not None:
+                self._waiting.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _drop_cancelled(self) -> None:
+        if any(s.cancelled for s in self._waiting):
+            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
+        for row in reversed(range(len(self.engine.running))):
+            if self.engine.running[row].cancelled:
+                self.engine.remove(row)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -136,15 +147,24 @@ class HFGenerator:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._reader.join(timeout=5)
-        self._manager.stop(block=True)
-        self._fail_all(GenerationError("the generator was closed"))
+        self._inbox.put(None)
+        self._thread.join()
+        self._take(block=False)
+        left = [*self._waiting, *self.engine.running]
+        self._waiting.clear()
+        self.engine.running = []
+        for sequence in left:
+            _answer(sequence, GenerationError("the generator was closed"))
 
-    def _fail_all(self, error: GenerationError) -> None:
-        with self._lock:
-            waiting, self._futures = list(self._futures.values()), {}
-        for loop, future, _ in waiting:
-            loop.call_soon_threadsafe(_settle, future, error)
+
+def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
+    """Settle a sequence's future, on its own event loop."""
+    loop, future = sequence.handle
+    outcome: Completion | GenerationError = error or Completion(
+        sequence.tokens, sequence.logprobs, sequence.finish_reason or "length"
+    )
+    with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
+        loop.call_soon_threadsafe(_settle, future, outcome)
 
 
 def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:

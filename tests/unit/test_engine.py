@@ -1,0 +1,195 @@
+"""The continuous-batching engine and the generator over it, against the model run the plain way
+(the whole sequence through the model, no cache, one sequence at a time)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import torch
+
+from shared.models import LoadedModel, load_model
+from trainer.engine import Engine, EngineError, Sequence
+from trainer.generation import GenerationError, HFGenerator, Sampling
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return load_model("tiny")
+
+
+def prompts(*lengths: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(sum(lengths))
+    return [torch.randint(100, 5000, (n,), generator=generator).tolist() for n in lengths]
+
+
+@torch.no_grad()
+def model_logprobs(tiny: LoadedModel, ids: list[int]) -> torch.Tensor:
+    """log-softmax of the model's next-token logits at every position."""
+    return torch.log_softmax(tiny.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+
+
+def greedy(tiny: LoadedModel, prompt: list[int], limit: int) -> tuple[list[int], list[float]]:
+    ids, logprobs = list(prompt), []
+    for _ in range(limit):
+        row = model_logprobs(tiny, ids)[-1]
+        token = int(row.argmax())
+        ids.append(token)
+        logprobs.append(float(row[token]))
+    return ids[len(prompt) :], logprobs
+
+
+def test_sequences_that_join_and_leave_a_running_batch_decode_as_if_alone(tiny: LoadedModel) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0, max_rows=8)
+    a, b, c, d, e = (
+        Sequence(p, limit) for p, limit in zip(prompts(5, 37, 300, 12, 90), (20, 6, 15, 20, 3), strict=True)
+    )
+    finished: list[Sequence] = []
+    assert engine.admit(a) and engine.admit(b)
+    for _ in range(3):
+        finished += engine.step()
+    assert engine.admit(c)
+    for _ in range(4):  # b finishes here, and c moves into its row
+        finished += engine.step()
+    assert b in finished and engine.running == [a, c]
+    assert engine.admit(d) and engine.admit(e)
+    while engine.running:
+        finished += engine.step()
+    assert len(finished) == 5
+    for sequence in (a, b, c, d, e):
+        tokens, logprobs = greedy(tiny, sequence.prompt, sequence.limit)
+        assert sequence.tokens == tokens
+        assert sequence.logprobs == pytest.approx(logprobs, abs=1e-4)
+        assert sequence.finish_reason == "length"
+
+
+def test_sampled_logprobs_are_the_models(tiny: LoadedModel) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=1.0, max_rows=4, seed=3)
+    sequences = [Sequence(p, 12) for p in prompts(7, 64, 19)]
+    for s in sequences:
+        engine.admit(s)
+    while engine.running:
+        engine.step()
+    for s in sequences:
+        row = model_logprobs(tiny, s.prompt + s.tokens)
+        expected = [float(row[len(s.prompt) - 1 + k, t]) for k, t in enumerate(s.tokens)]
+        assert s.logprobs == pytest.approx(expected, abs=1e-4)
+    assert len({tuple(s.tokens) for s in sequences}) == 3
+
+
+def test_a_stop_token_ends_a_turn(tiny: LoadedModel) -> None:
+    (prompt,) = prompts(20)
+    tokens, _ = greedy(tiny, prompt, 6)
+    engine = Engine(tiny.model, stop_ids={tokens[3]}, temperature=0)
+    sequence = Sequence(prompt, 6)
+    engine.admit(sequence)
+    while engine.running:
+        engine.step()
+    assert sequence.tokens == tokens[: tokens.index(tokens[3]) + 1] and sequence.finish_reason == "stop"
+
+
+def test_a_one_token_turn_never_takes_a_row(tiny: LoadedModel) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0)
+    sequence = Sequence(prompts(9)[0], 1)
+    assert not engine.admit(sequence)
+    assert len(sequence.tokens) == 1 and sequence.finish_reason == "length" and not engine.running
+
+
+def test_the_sampler_draws_from_the_distribution() -> None:
+    engine = Engine(load_model("tiny").model, stop_ids=set(), temperature=1.0, top_p=1.0, seed=0)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = probs.clamp_min(1e-30).log().expand(40_000, -1)
+    tokens, logprobs = engine.sample(logits)
+    share = torch.bincount(tokens, minlength=5).float() / len(tokens)
+    assert share.tolist() == pytest.approx(probs.tolist(), abs=0.01)
+    assert int(share[4]) == 0
+    assert logprobs[tokens == 0].tolist() == pytest.approx([math.log(0.5)] * int((tokens == 0).sum()), abs=1e-5)
+
+
+def test_top_p_keeps_the_smallest_set_over_p_and_reports_the_full_logprob() -> None:
+    engine = Engine(load_model("tiny").model, stop_ids=set(), temperature=1.0, top_p=0.7, seed=0)
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(20_000, -1)
+    tokens, logprobs = engine.sample(logits)
+    share = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert share.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.015)  # 0.5 and 0.3, renormalized
+    assert logprobs[tokens == 1].tolist() == pytest.approx([math.log(0.3)] * int((tokens == 1).sum()), abs=1e-5)
+
+
+def test_a_zero_temperature_is_greedy() -> None:
+    engine = Engine(load_model("tiny").model, stop_ids=set(), temperature=0)
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]])
+    tokens, logprobs = engine.sample(logits)
+    assert tokens.tolist() == [1, 0]
+    assert logprobs.tolist() == pytest.approx(torch.log_softmax(logits, -1)[[0, 1], [1, 0]].tolist())
+
+
+@pytest.mark.parametrize(
+    ("prompt", "limit", "fragment"),
+    [([], 4, "empty"), ([5] * 10, 0, "at least 1"), ([5] * 60, 5, "context of 64")],
+)
+def test_requests_that_cannot_run_are_refused(tiny: LoadedModel, prompt: list[int], limit: int, fragment: str) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), max_context=64)
+    with pytest.raises(EngineError, match=fragment):
+        engine.check(Sequence(prompt, limit))
+    assert not engine.running and engine.cache.rows == 0
+
+
+def test_the_kv_budget_and_the_rows_bound_admission(tiny: LoadedModel) -> None:
+    per_position = 2 * 2 * 2 * 16 * 4  # k and v, 2 layers, 2 kv heads, head_dim 16, float32
+    engine = Engine(tiny.model, stop_ids=set(), max_rows=8, kv_cache_gib=8 * 256 * per_position / 2**30)
+    assert engine.cache.bytes_per_position == per_position
+    with pytest.raises(EngineError, match="budget"):
+        engine.check(Sequence([5] * 2000, 100))
+    first, second = Sequence(prompts(100)[0], 50), Sequence(prompts(150)[0], 50)
+    assert engine.fits(first) and engine.admit(first)
+    assert engine.fits(second)  # 8 rows of 256 positions fit the budget
+    assert not engine.fits(Sequence([5] * 300, 10))  # 8 rows of 512 do not
+    engine.max_rows = 1
+    assert not engine.fits(second)
+
+
+async def test_the_generator_serves_more_requests_than_rows(tiny: LoadedModel) -> None:
+    generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(temperature=0, max_new_tokens=5), max_concurrency=3)
+    try:
+        batch = prompts(*range(4, 40, 3))
+        completions = await asyncio.gather(*(generator.generate(p) for p in batch))
+    finally:
+        await generator.aclose()
+    for prompt, completion in zip(batch, completions, strict=True):
+        tokens, logprobs = greedy(tiny, prompt, 5)
+        assert completion.token_ids == tokens and completion.logprobs == pytest.approx(logprobs, abs=1e-4)
+        assert completion.finish_reason == "length"
+
+
+async def test_a_cancelled_request_leaves_the_batch(tiny: LoadedModel) -> None:
+    generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(temperature=0), max_concurrency=2)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(generator.generate(prompts(30)[0], 2000), timeout=0.3)
+        short = await generator.generate(prompts(10)[0], 4)
+        assert len(short.token_ids) == 4
+        for _ in range(100):
+            if not generator.engine.running:
+                break
+            await asyncio.sleep(0.02)
+        assert not generator.engine.running  # the long one is gone, not decoding to 2000
+    finally:
+        await generator.aclose()
+
+
+async def test_bad_requests_and_a_closed_generator_are_clear_errors(tiny: LoadedModel) -> None:
+    generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(max_new_tokens=8), max_context=32)
+    with pytest.raises(GenerationError, match="context of 32"):
+        await generator.generate([5] * 30)
+    with pytest.raises(GenerationError, match="empty"):
+        await generator.generate([])
+    await generator.aclose()
+    generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(max_new_tokens=8))
+    pending = asyncio.ensure_future(generator.generate([5] * 4, 3000))
+    await asyncio.sleep(0.1)
+    await generator.aclose()
+    with pytest.raises(GenerationError, match="closed"):
+        await pending
+    with pytest.raises(GenerationError, match="closed"):
+        await generator.generate([5] * 4)

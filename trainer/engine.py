@@ -1,0 +1,256 @@
+"""A continuous-batching decode loop for a Hugging Face causal LM, the engine under `HFGenerator`.
+
+Every running sequence owns one row of a KV cache and is written at its own position, so a decode
+step runs all of them at once, whatever their lengths, and a new sequence joins between two steps
+the moment a row and the KV budget allow: its prompt is prefilled on its own, copied into a free
+row, and it decodes with the rest from the next step on. A finished sequence's row is refilled by
+the last row, so the running rows are always the first `n` and a step reads views, not copies.
+
+Why our own loop and not transformers' continuous batching: on a CPU, its paged cache and
+per-request bookkeeping cost more than the model's forward pass. Decoding 16 sequences at once it
+gives the tiny test model 915 tokens/s and SmolLM2-135M ~30, where this loop gives several times
+that (`BENCHMARKS.md`, generation engines). The model only has to call `cache.update(keys, values,
+layer_idx)` in its attention layers and accept a 4-D additive attention mask, as the Llama, Mistral
+and Qwen families of transformers do.
+
+Sampling is the engine's (temperature, top-p); the log-prob reported for a token is its log-prob
+under the distribution it was drawn from before the top-p cut, log-softmax(logits / temperature)
+(at temperature 0, greedy, the model's own log-softmax), which is what a learner recomputes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import DynamicCache
+
+ROW_GROWTH = 8  # rows are added this many at a time
+LENGTH_GROWTH = 256  # and positions this many
+
+
+@dataclass
+class Sequence:
+    """One request: its prompt, its limit, and what was sampled so far."""
+
+    prompt: list[int]
+    limit: int
+    handle: Any = None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: Literal["stop", "length"] | None = None
+    cancelled: bool = False  # its caller gave up: it leaves at the next step
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.tokens)
+
+    @property
+    def span(self) -> int:
+        """The most positions it can need."""
+        return len(self.prompt) + self.limit
+
+
+class EngineError(RuntimeError):
+    """A request the engine cannot serve."""
+
+
+class RowCache:
+    """Per-layer key and value tensors of shape [rows, kv_heads, positions, head_dim], grown on demand.
+
+    Between `begin_step` and the end of a forward pass it is the model's `cache`: each layer's new key
+    and value for the first `n` rows are written at the rows' own positions, and the keys and values of
+    those rows up to the longest come back."""
+
+    def __init__(self, config: Any, dtype: torch.dtype, device: torch.device) -> None:
+        self.layers = config.num_hidden_layers
+        self.heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.dtype, self.device = dtype, device
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.rows = self.positions = 0
+        self._at = torch.zeros(0, dtype=torch.long)
+        self._span = 0
+
+    @property
+    def bytes_per_position(self) -> int:
+        return int(2 * self.layers * self.heads * self.head_dim * torch.finfo(self.dtype).bits // 8)
+
+    def shape_for(self, rows: int, positions: int, max_rows: int, max_positions: int) -> tuple[int, int]:
+        """The allocation that holds `rows` rows of `positions` positions, grown in whole steps."""
+        grow_rows = min(max_rows, -(-max(rows, self.rows) // ROW_GROWTH) * ROW_GROWTH)
+        grow_positions = min(max_positions, -(-max(positions, self.positions) // LENGTH_GROWTH) * LENGTH_GROWTH)
+        return grow_rows, grow_positions
+
+    def resize(self, rows: int, positions: int, keep_rows: int, keep_positions: int) -> None:
+        """Reallocate, keeping the first `keep_rows` rows up to `keep_positions`."""
+        if (rows, positions) == (self.rows, self.positions):
+            return
+        shape = (rows, self.heads, positions, self.head_dim)
+        for store in (self.keys, self.values):
+            old = list(store)
+            store.clear()
+            for layer in range(self.layers):
+                fresh = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                if keep_rows and old:
+                    fresh[:keep_rows, :, :keep_positions] = old[layer][:keep_rows, :, :keep_positions]
+                store.append(fresh)
+        self.rows, self.positions = rows, positions
+
+    def store(self, row: int, prefill: DynamicCache, length: int) -> None:
+        """Copy a prompt's keys and values from its prefill into a row."""
+        for layer in range(self.layers):
+            self.keys[layer][row, :, :length] = prefill.layers[layer].keys[0]
+            self.values[layer][row, :, :length] = prefill.layers[layer].values[0]
+
+    def move(self, source: int, target: int, length: int) -> None:
+        for store in (self.keys, self.values):
+            for tensor in store:
+                tensor[target, :, :length] = tensor[source, :, :length]
+
+    def begin_step(self, at: torch.Tensor) -> None:
+        """The next forward pass decodes rows 0..len(at)-1, each writing at its position in `at`."""
+        self._at = at
+        self._span = int(at.max()) + 1
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, **_: Any) -> tuple[Any, Any]:
+        n = key_states.shape[0]
+        rows = torch.arange(n, device=self.device)
+        self.keys[layer_idx][rows, :, self._at] = key_states[:, :, 0]
+        self.values[layer_idx][rows, :, self._at] = value_states[:, :, 0]
+        return self.keys[layer_idx][:n, :, : self._span], self.values[layer_idx][:n, :, : self._span]
+
+
+class Engine:
+    """Prefill, decode and sample for up to `max_rows` sequences at once; not thread-safe (one
+    thread drives it)."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        stop_ids: set[int],
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_rows: int = 64,
+        max_context: int = 4096,
+        kv_cache_gib: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.stop_ids = stop_ids
+        self.temperature, self.top_p = temperature, top_p
+        self.max_rows, self.max_context = max_rows, max_context
+        parameter = next(model.parameters())
+        self.device = parameter.device
+        self.cache = RowCache(model.config, parameter.dtype, self.device)
+        self.budget = int(kv_cache_gib * 2**30)
+        self.running: list[Sequence] = []  # running[i] owns row i
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+
+    def check(self, sequence: Sequence) -> None:
+        """Raise `EngineError` for a request that could never run."""
+        if not sequence.prompt:
+            raise EngineError("the prompt is empty")
+        if sequence.limit < 1:
+            raise EngineError("max_new_tokens must be at least 1")
+        if sequence.span > self.max_context:
+            raise EngineError(
+                f"prompt ({len(sequence.prompt)}) + max_new_tokens ({sequence.limit}) exceed "
+                f"the context of {self.max_context} tokens"
+            )
+        if sequence.span * self.cache.bytes_per_position > self.budget:
+            raise EngineError(f"one sequence of {sequence.span} positions exceeds the KV cache budget")
+
+    def fits(self, sequence: Sequence) -> bool:
+        """Whether a row and the KV budget have room for it now."""
+        if len(self.running) >= self.max_rows:
+            return False
+        if not self.running:
+            return True
+        span = max([sequence.span, *(s.span for s in self.running)])
+        rows, positions = self.cache.shape_for(len(self.running) + 1, span, self.max_rows, self.max_context)
+        return rows * positions * self.cache.bytes_per_position <= self.budget
+
+    @torch.inference_mode()
+    def admit(self, sequence: Sequence) -> bool:
+        """Prefill a sequence and sample its first token; True if it runs on, False if already done."""
+        self.check(sequence)
+        prefill = DynamicCache(config=self.model.config)
+        ids = torch.tensor([sequence.prompt], device=self.device)
+        logits = self.model(input_ids=ids, cache=prefill, use_cache=True, logits_to_keep=1).logits[:, -1]
+        self._record([sequence], logits)
+        if sequence.finish_reason:
+            return False
+        row = len(self.running)
+        keep = max((s.length for s in self.running), default=0)
+        if not self.running:  # an empty cache is resized to what this sequence needs
+            self.cache.resize(0, 0, 0, 0)
+        span = max([sequence.span, *(s.span for s in self.running)])
+        rows, positions = self.cache.shape_for(row + 1, span, self.max_rows, self.max_context)
+        self.cache.resize(rows, positions, row, keep)
+        self.cache.store(row, prefill, len(sequence.prompt))
+        self.running.append(sequence)
+        return True
+
+    @torch.inference_mode()
+    def step(self) -> list[Sequence]:
+        """One decode step for every running sequence; returns those that finished (and frees their rows)."""
+        if not self.running:
+            return []
+        at = torch.tensor([s.length - 1 for s in self.running], device=self.device)
+        self.cache.begin_step(at)
+        positions = torch.arange(self.cache._span, device=self.device)
+        mask = torch.zeros(len(self.running), 1, 1, self.cache._span, dtype=self.cache.dtype, device=self.device)
+        mask.masked_fill_(positions[None, None, None, :] > at[:, None, None, None], torch.finfo(self.cache.dtype).min)
+        ids = torch.tensor([[s.tokens[-1]] for s in self.running], device=self.device)
+        logits = self.model(
+            input_ids=ids, position_ids=at[:, None], attention_mask=mask, cache=self.cache, use_cache=True
+        ).logits[:, -1]
+        self._record(self.running, logits)
+        done = [row for row, s in enumerate(self.running) if s.finish_reason]
+        finished = [self.running[row] for row in done]
+        for row in reversed(done):
+            self.remove(row)
+        return finished
+
+    def remove(self, row: int) -> Sequence:
+        """Free a row: the last running sequence moves into it."""
+        last = len(self.running) - 1
+        if row != last:
+            self.cache.move(last, row, self.running[last].length)
+            self.running[row] = self.running[last]
+        return self.running.pop()
+
+    def _record(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
+        tokens, logprobs = self.sample(logits.float())
+        for sequence, token, logprob in zip(sequences, tokens.tolist(), logprobs.tolist(), strict=True):
+            sequence.tokens.append(token)
+            sequence.logprobs.append(logprob)
+            if token in self.stop_ids:
+                sequence.finish_reason = "stop"
+            elif len(sequence.tokens) >= sequence.limit:
+                sequence.finish_reason = "length"
+
+    def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A token per row and its log-prob under log-softmax(logits / temperature)."""
+        if self.temperature == 0:
+            logp = torch.log_softmax(logits, dim=-1)
+            tokens = logp.argmax(dim=-1)
+            return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+        logp = torch.log_softmax(logits if self.temperature == 1 else logits / self.temperature, dim=-1)
+        probs = logp.exp()
+        if self.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # the most likely always stays
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        # Inverse-CDF sampling: one uniform draw a row (torch.multinomial draws one per vocabulary
+        # entry, and on a CPU that costs more than the tiny model's forward pass). The first entry
+        # whose cumulative mass exceeds the draw has mass of its own, so a cut token is never drawn.
+        cdf = probs.cumsum(dim=-1)
+        total = cdf[:, -1:]
+        draw = torch.rand(total.shape, generator=self.rng, device=self.device, dtype=cdf.dtype) * total
+        tokens = torch.searchsorted(cdf, torch.minimum(draw, total * (1 - 2**-20)), right=True)[:, 0]
+        return tokens, logp.gather(-1, tokens[:, None])[:, 0]
