@@ -9,7 +9,8 @@ trained model's turns that end at different lengths (a random model never stops 
 generator, sampling and concurrency: async keeps up to `--concurrency` episodes in flight and
 starts a group the moment there is room; lock-step plays `concurrency / group-size` groups at a
 time in rounds, as verl-agent does. The modes alternate `--rounds` times in one run; the env server
-runs in its own process. `--env-latency-ms LOW,HIGH` adds a delay to every env step. Buffer: put,
+runs in its own process. `--env-latency-ms LOW,HIGH` adds a delay to every env step;
+`--prefix-sharing` also runs async with the engine's prompt-prefix sharing off. Buffer: put,
 then get and acknowledge, of groups of realistic size (4 episodes x 4 steps, 512 prompt and 64
 response tokens per step), on Redis and in memory.
 """
@@ -83,7 +84,9 @@ async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
         concurrency=args.concurrency,
         max_steps_by_task=lengths,
     )
-    rates: dict[str, list[float]] = {"async": [], "lockstep": []}
+    shared = inner.engine.min_shared_prefix
+    unshared = "async, no prefix sharing"
+    rates: dict[str, list[float]] = {"async": [], "lockstep": []} | ({unshared: []} if args.prefix_sharing else {})
     low, _, high = args.env_latency_ms.partition(",")
     transport = SlowEnv(float(low), float(high or low))
     async with AsyncEnvClient(url, transport=transport) as client:
@@ -91,8 +94,13 @@ async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
         await roller.run(tasks[:2])  # warm-up: the generator
         await asyncio.gather(*(client.create(args.env, task_id=t, max_steps=1) for t in tasks))  # and every game
         for _ in range(args.rounds):
-            for mode in ("async", "lockstep"):
-                summary = await roller.run(tasks, mode=mode, batch_groups=args.concurrency // args.group_size)  # type: ignore[arg-type]
+            for mode in rates:
+                inner.engine.min_shared_prefix = 10**9 if mode == unshared else shared
+                summary = await roller.run(
+                    tasks,
+                    mode="lockstep" if mode == "lockstep" else "async",
+                    batch_groups=args.concurrency // args.group_size,
+                )
                 assert summary.steps == args.group_size * sum(lengths.values())
                 rates[mode].append(summary.episodes / summary.seconds)
     generator.close()
@@ -159,6 +167,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--buffer-groups", type=int, default=500)
+    parser.add_argument(
+        "--prefix-sharing", action="store_true", help="also run async with the engine's prompt-prefix sharing off"
+    )
     parser.add_argument(
         "--env-latency-ms", default="0", help="LOW,HIGH: delay each env step by LOW-HIGH ms (a slower env); 0 for none"
     )

@@ -3,7 +3,10 @@
 Every running sequence owns one row of a KV cache and is written at its own position, so a decode
 step runs all of them at once, whatever their lengths, and a new sequence joins between two steps
 the moment a row and the KV budget allow: its prompt is prefilled on its own, copied into a free
-row, and it decodes with the rest from the next step on. A finished sequence's row is refilled by
+row, and it decodes with the rest from the next step on. Where the prompt begins like a running
+sequence (the G episodes of a group start from the same prompt; every turn of an env starts with
+the same instructions), the common prefix's keys and values are copied from that row and only the
+rest is prefilled. A finished sequence's row is refilled by
 the last row, so the running rows are always the first `n` and a step reads views, not copies.
 
 Why our own loop and not transformers' continuous batching: on a CPU, its paged cache and
@@ -137,9 +140,11 @@ class Engine:
         max_rows: int = 64,
         max_context: int = 4096,
         kv_cache_gib: float = 2.0,
+        min_shared_prefix: int = 16,
         seed: int = 0,
     ) -> None:
         self.model = model
+        self.min_shared_prefix = min_shared_prefix  # a shorter common prefix is prefilled again, not copied
         self.stop_ids = stop_ids
         self.temperature, self.top_p = temperature, top_p
         self.max_rows, self.max_context = max_rows, max_context
@@ -149,6 +154,7 @@ class Engine:
         self.budget = int(kv_cache_gib * 2**30)
         self.running: list[Sequence] = []  # running[i] owns row i
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self.prefilled = self.reused = 0  # prompt tokens run through the model, and taken from a row
 
     def check(self, sequence: Sequence) -> None:
         """Raise `EngineError` for a request that could never run."""
@@ -179,7 +185,14 @@ class Engine:
         """Prefill a sequence and sample its first token; True if it runs on, False if already done."""
         self.check(sequence)
         prefill = DynamicCache(config=self.model.config)
-        ids = torch.tensor([sequence.prompt], device=self.device)
+        source, shared = self._shared_prefix(sequence.prompt)
+        if shared:  # start from a running row's keys and values for the prefix they have in common
+            for layer in range(self.cache.layers):
+                keys = self.cache.keys[layer][source : source + 1, :, :shared].clone()
+                prefill.update(keys, self.cache.values[layer][source : source + 1, :, :shared].clone(), layer)
+        self.prefilled += len(sequence.prompt) - shared
+        self.reused += shared
+        ids = torch.tensor([sequence.prompt[shared:]], device=self.device)
         logits = self.model(input_ids=ids, cache=prefill, use_cache=True, logits_to_keep=1).logits[:, -1]
         self._record([sequence], logits)
         if sequence.finish_reason:
@@ -194,6 +207,18 @@ class Engine:
         self.cache.store(row, prefill, len(sequence.prompt))
         self.running.append(sequence)
         return True
+
+    def _shared_prefix(self, prompt: list[int]) -> tuple[int, int]:
+        """The running row whose cached tokens share the longest prefix with `prompt`, and its length
+        (0 when under `min_shared_prefix`; never the whole prompt, whose last token must run for its logits)."""
+        best, source = 0, -1
+        for row, other in enumerate(self.running):
+            cached = (other.prompt + other.tokens)[: other.length - 1]  # the last token is not in the cache yet
+            length = common_prefix(prompt, cached)
+            if length > best:
+                best, source = length, row
+        best = min(best, len(prompt) - 1)
+        return (source, best) if best >= self.min_shared_prefix else (-1, 0)
 
     @torch.inference_mode()
     def step(self) -> list[Sequence]:
@@ -254,3 +279,15 @@ class Engine:
         draw = torch.rand(total.shape, generator=self.rng, device=self.device, dtype=cdf.dtype) * total
         tokens = torch.searchsorted(cdf, torch.minimum(draw, total * (1 - 2**-20)), right=True)[:, 0]
         return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """The length of the longest common prefix (a binary search over list slices, which compare in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low

@@ -72,6 +72,8 @@ class Summary:
     response_tokens: int = 0
     seconds: float = 0.0
     group_ids: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Lines the backend adds (the HF engine: how much prefill the shared prefixes saved)."""
 
     def add(self, group: GroupRecord) -> None:
         self.groups += 1
@@ -95,6 +97,7 @@ class Summary:
             f"truncated episodes {self.truncated}",
             f"{self.response_tokens} response tokens, {self.response_tokens / max(self.seconds, 1e-9):.1f} tokens/s, "
             f"{self.episodes / max(self.seconds, 1e-9):.2f} episodes/s",
+            *self.notes,
         ]
 
 
@@ -384,6 +387,13 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
             roller = Roller(client, generator, tokenizer, protocol(args.env), buffer, config)
             with tqdm(total=args.groups, desc=f"{args.env} groups", unit="group") as bar:
                 summary = await roller.run(tasks, mode=args.mode, on_group=lambda _: bar.update())
+        if isinstance(generator, HFGenerator):
+            engine = generator.engine
+            share = engine.reused / max(engine.reused + engine.prefilled, 1)
+            summary.notes.append(
+                f"prompt tokens: {engine.prefilled} prefilled, {engine.reused} ({share:.0%}) copied from "
+                "the KV cache of a running sequence with the same prefix"
+            )
         return summary, (await buffer.stats()).length
     finally:
         await generator.aclose()

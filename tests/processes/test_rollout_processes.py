@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ def test_the_command_plays_groups_into_redis(redis_base_url: str, redis_prefix: 
     assert out.returncode == 0, out.stderr
     assert "groups 3, episodes 6, steps 18" in out.stdout and "invalid steps 100.0%" in out.stdout
     assert f"3 groups written to {redis_base_url} stream {redis_prefix}groups" in out.stdout
+    reused = re.search(r"prompt tokens: (\d+) prefilled, (\d+) \(\d+%\) copied", out.stdout)
+    assert reused and int(reused[2]) > 0, out.stdout  # a group's episodes start from one prompt
 
     async def read() -> list[str]:
         buffer = RedisBuffer(redis_base_url, prefix=redis_prefix)

@@ -64,6 +64,28 @@ def test_sequences_that_join_and_leave_a_running_batch_decode_as_if_alone(tiny: 
         assert sequence.finish_reason == "length"
 
 
+def test_a_prompt_that_begins_like_a_running_sequence_reuses_its_cache(tiny: LoadedModel) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0, max_rows=8)
+    head, tail, other = prompts(120, 30, 40)
+    first = Sequence(head + tail, 12)
+    assert engine.admit(first) and engine.reused == 0
+    for _ in range(4):
+        engine.step()
+    same = Sequence(head + tail, 12)  # a group's G episodes start from one prompt
+    branch = Sequence(head + other, 12)  # the next turn of an env: the same instructions, another state
+    follow = Sequence(head + tail + first.tokens[:3] + other[:5], 12)  # and a conversation that goes on
+    short = Sequence(head[:10] + other, 12)  # too little in common to bother
+    for sequence in (same, branch, follow, short):
+        assert engine.admit(sequence)
+    assert engine.reused == 149 + 120 + 153 and engine.prefilled == 150 + 1 + 40 + 5 + 50
+    while engine.running:
+        engine.step()
+    for sequence in (first, same, branch, follow, short):
+        tokens, logprobs = greedy(tiny, sequence.prompt, sequence.limit)
+        assert sequence.tokens == tokens
+        assert sequence.logprobs == pytest.approx(logprobs, abs=1e-4)
+
+
 def test_sampled_logprobs_are_the_models(tiny: LoadedModel) -> None:
     engine = Engine(tiny.model, stop_ids=set(), temperature=1.0, max_rows=4, seed=3)
     sequences = [Sequence(p, 12) for p in prompts(7, 64, 19)]
