@@ -8,6 +8,11 @@ For each batch size, that many requests of `--prompt` random prompt tokens arriv
 samples `--new` tokens (temperature 1, log-probs kept, no stop token); tokens per second counts
 the sampled tokens over the wall time from the first request to the last answer, prefill included.
 The engines alternate `--rounds` times; the median is reported.
+
+    python -m benchmarks.generation_engines --model smollm2 --dtypes
+
+compares instead our engine's weights in float32 and bfloat16 (one prompt's prefill, and a decode
+step of 16 sequences), alternating in one run.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-from shared.models import load_model
+from shared.models import DTYPES, load_model
+from trainer.engine import Engine, Sequence
 from trainer.generation import HFGenerator, Sampling
 
 
@@ -66,6 +72,31 @@ def transformers_cb(
     return run, lambda: manager.stop(block=True)
 
 
+def dtypes(args: argparse.Namespace) -> None:
+    """Prefill and decode-step time of our engine with float32 and bfloat16 weights."""
+    rng = torch.Generator().manual_seed(0)
+    models = {name: load_model(args.model, dtype=dtype).model for name, dtype in DTYPES.items()}
+    vocab = models["float32"].config.vocab_size
+    times: dict[str, dict[str, list[float]]] = {name: {"prefill": [], "step": []} for name in models}
+    for _ in range(args.rounds):
+        prompts = [torch.randint(100, vocab, (args.prompt,), generator=rng).tolist() for _ in range(16)]
+        for name, model in models.items():
+            engine = Engine(model, stop_ids=set(), max_rows=16)
+            start = time.perf_counter()
+            for prompt in prompts:
+                engine.admit(Sequence(prompt, args.new))
+            times[name]["prefill"].append((time.perf_counter() - start) / len(prompts))
+            start = time.perf_counter()
+            for _ in range(8):
+                engine.step()
+            times[name]["step"].append((time.perf_counter() - start) / 8)
+    print(f"model {args.model}, {args.prompt}-token prompts; medians of {args.rounds} alternating rounds\n")
+    print("| weights | prefill of one prompt | decode step, 16 sequences |\n|---|---|---|")
+    for name, measured in times.items():
+        prefill, step = statistics.median(measured["prefill"]), statistics.median(measured["step"])
+        print(f"| {name} | {prefill * 1000:.0f} ms | {step * 1000:.0f} ms |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
@@ -73,7 +104,11 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=64, help="sampled tokens per request")
     parser.add_argument("--batches", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dtypes", action="store_true", help="compare float32 and bfloat16 weights instead")
     args = parser.parse_args()
+    if args.dtypes:
+        dtypes(args)
+        return
     loaded = load_model(args.model)
     engines = {
         "ours": ours(loaded.model, loaded.tokenizer, args.new),

@@ -39,6 +39,8 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 DEFAULT = "smollm2"
 TINY = "tiny"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""The weight types a model is loaded in, by the name the flags and settings use."""
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,

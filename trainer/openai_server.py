@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.http import HttpMetrics, bearer_auth, install_common, map_errors
-from shared.models import LoadedModel, ModelNotFound, check_spec, load_model
+from shared.models import DTYPES, LoadedModel, ModelNotFound, check_spec, load_model
 from trainer.generation import GenerationError, HFGenerator, Sampling
 
 
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-context", type=int, default=4096)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights (default float32)")
     parser.add_argument("--token", help="bearer token required on every route but /health")
     parser.add_argument("--cache-dir", type=Path)
     args = parser.parse_args(argv)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         check_spec(args.model)
     except ModelNotFound as e:
         parser.error(str(e))
-    loaded = load_model(args.model, cache_dir=args.cache_dir)
+    loaded = load_model(args.model, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
     app = create_app(loaded, Sampling(args.temperature, args.top_p), token=args.token, max_context=args.max_context)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -18,11 +18,9 @@ from transformers import AutoModelForCausalLM
 
 from services.teacher.scoring import Item, Scorer, ScoringError, gate
 from services.teacher.skills import Chosen, SkillError, SkillRetriever, render
-from shared.models import LoadedModel, load_model
+from shared.models import DTYPES, LoadedModel, load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import RetrievedSkill, ScoredItem, ScoreRequest, ScoreResponse
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class PolicyError(ValueError):

@@ -101,7 +101,10 @@ def test_text_prompts_and_models() -> None:
         assert httpx.get(f"{process.url}/v1/models", headers=headers).json()["data"][0]["id"] == "tiny"
 
 
-@pytest.mark.parametrize("args", [["--model", "/nonexistent"], ["--temperature", "-1"], ["--top-p", "2"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--model", "/nonexistent"], ["--temperature", "-1"], ["--top-p", "2"], ["--dtype", "float16"], ["--bogus"]],
+)
 def test_cli_rejects_bad_flags(args: list[str]) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "trainer.openai_server", *args], capture_output=True, text=True, timeout=120

@@ -27,7 +27,18 @@ pytestmark = [pytest.mark.processes, pytest.mark.redis]
 
 def test_the_command_plays_groups_into_redis(redis_base_url: str, redis_prefix: str) -> None:
     args = ["--env", "counter", "--groups", "3", "--group-size", "2", "--max-steps", "3", "--max-new-tokens", "8"]
-    args += ["--model", "tiny", "--redis-url", redis_base_url, "--redis-prefix", redis_prefix, "--split", "test"]
+    args += [
+        "--model",
+        "tiny",
+        "--dtype",
+        "bfloat16",
+        "--redis-url",
+        redis_base_url,
+        "--redis-prefix",
+        redis_prefix,
+        "--split",
+        "test",
+    ]
     out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "groups 3, episodes 6, steps 18" in out.stdout and "invalid steps 100.0%" in out.stdout
@@ -108,6 +119,7 @@ async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str
         ["--env", "counter", "--groups", "1", "--group-size", "1", "--model", "/nonexistent/model"],
         ["--env", "counter", "--groups", "1", "--group-size", "1", "--env-url", "localhost:8001"],
         ["--env", "counter", "--groups", "x", "--group-size", "1"],
+        ["--env", "counter", "--groups", "1", "--group-size", "1", "--dtype", "float16"],
     ],
 )
 def test_cli_rejects_bad_flags(args: list[str]) -> None:

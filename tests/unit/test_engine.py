@@ -100,6 +100,22 @@ def test_sampled_logprobs_are_the_models(tiny: LoadedModel) -> None:
     assert len({tuple(s.tokens) for s in sequences}) == 3
 
 
+def test_a_bfloat16_model_samples_with_its_own_logprobs(tiny: LoadedModel) -> None:
+    model = load_model("tiny", dtype=torch.bfloat16).model
+    engine = Engine(model, stop_ids=set(), temperature=1.0, max_rows=4, seed=5)
+    sequences = [Sequence(p, 10) for p in prompts(33, 8, 200)]
+    for s in sequences:
+        engine.admit(s)
+    while engine.running:
+        engine.step()
+    assert engine.cache.keys[0].dtype == torch.bfloat16
+    for s in sequences:
+        with torch.no_grad():
+            row = torch.log_softmax(model(torch.tensor([s.prompt + s.tokens])).logits[0].float(), dim=-1)
+        expected = [float(row[len(s.prompt) - 1 + k, t]) for k, t in enumerate(s.tokens)]
+        assert s.logprobs == pytest.approx(expected, abs=0.01)  # bf16: the cached path rounds a little differently
+
+
 def test_a_stop_token_ends_a_turn(tiny: LoadedModel) -> None:
     (prompt,) = prompts(20)
     tokens, _ = greedy(tiny, prompt, 6)
