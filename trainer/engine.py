@@ -6,13 +6,12 @@ the moment a row and the KV budget allow: its prompt is prefilled on its own, co
 row, and it decodes with the rest from the next step on. Where the prompt begins like a running
 sequence (the G episodes of a group start from the same prompt; every turn of an env starts with
 the same instructions), the common prefix's keys and values are copied from that row and only the
-rest is prefilled. A finished sequence's row is refilled by
-the last row, so the running rows are always the first `n` and a step reads views, not copies.
+rest is prefilled. A finished sequence's row is refilled by the last row, so the running rows are
+always the first `n` and a step reads views, not copies.
 
-Why our own loop and not transformers' continuous batching: on a CPU, its paged cache and
-per-request bookkeeping cost more than the model's forward pass. Decoding 16 sequences at once it
-gives the tiny test model 915 tokens/s and SmolLM2-135M ~30, where this loop gives several times
-that (`BENCHMARKS.md`, generation engines). The model only has to call `cache.update(keys, values,
+Why our own loop and not transformers' continuous batching: on a CPU its rate hardly grows with
+the batch (16 sequences of the tiny test model at 597 tokens/s, where this loop gives 2,524;
+`BENCHMARKS.md`, generation engines). The model only has to call `cache.update(keys, values,
 layer_idx)` in its attention layers and accept a 4-D additive attention mask, as the Llama, Mistral
 and Qwen families of transformers do.
 
@@ -81,12 +80,6 @@ class RowCache:
     def bytes_per_position(self) -> int:
         return int(2 * self.layers * self.heads * self.head_dim * torch.finfo(self.dtype).bits // 8)
 
-    def shape_for(self, rows: int, positions: int, max_rows: int, max_positions: int) -> tuple[int, int]:
-        """The allocation that holds `rows` rows of `positions` positions, grown in whole steps."""
-        grow_rows = min(max_rows, -(-max(rows, self.rows) // ROW_GROWTH) * ROW_GROWTH)
-        grow_positions = min(max_positions, -(-max(positions, self.positions) // LENGTH_GROWTH) * LENGTH_GROWTH)
-        return grow_rows, grow_positions
-
     def resize(self, rows: int, positions: int, keep_rows: int, keep_positions: int) -> None:
         """Reallocate, keeping the first `keep_rows` rows up to `keep_positions`."""
         if (rows, positions) == (self.rows, self.positions):
@@ -113,10 +106,14 @@ class RowCache:
             for tensor in store:
                 tensor[target, :, :length] = tensor[source, :, :length]
 
-    def begin_step(self, at: torch.Tensor) -> None:
-        """The next forward pass decodes rows 0..len(at)-1, each writing at its position in `at`."""
+    def begin_step(self, at: torch.Tensor) -> torch.Tensor:
+        """The next forward pass decodes rows 0..len(at)-1, each writing at its position in `at`;
+        returns its additive attention mask, [rows, 1, 1, longest], open up to each row's position."""
         self._at = at
         self._span = int(at.max()) + 1
+        positions = torch.arange(self._span, device=self.device)
+        mask = torch.zeros(len(at), 1, 1, self._span, dtype=self.dtype, device=self.device)
+        return mask.masked_fill_(positions[None, None, None, :] > at[:, None, None, None], torch.finfo(self.dtype).min)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, **_: Any) -> tuple[Any, Any]:
         n = key_states.shape[0]
@@ -174,11 +171,19 @@ class Engine:
         """Whether a row and the KV budget have room for it now."""
         if len(self.running) >= self.max_rows:
             return False
-        if not self.running:
-            return True
-        span = max([sequence.span, *(s.span for s in self.running)])
-        rows, positions = self.cache.shape_for(len(self.running) + 1, span, self.max_rows, self.max_context)
-        return rows * positions * self.cache.bytes_per_position <= self.budget
+        rows, positions = self._shape_with(sequence)
+        return not self.running or rows * positions * self.cache.bytes_per_position <= self.budget
+
+    def _shape_with(self, sequence: Sequence) -> tuple[int, int]:
+        """The cache allocation for the running sequences and `sequence`: grown in whole steps, never
+        shrunk under running rows, with no more rows than the KV budget holds at that length."""
+        rows = len(self.running) + 1
+        positions = max([sequence.span, *(s.span for s in self.running)])
+        if self.running:
+            rows, positions = max(rows, self.cache.rows), max(positions, self.cache.positions)
+        positions = min(self.max_context, -(-positions // LENGTH_GROWTH) * LENGTH_GROWTH)
+        affordable = self.budget // (positions * self.cache.bytes_per_position)
+        return min(self.max_rows, -(-rows // ROW_GROWTH) * ROW_GROWTH, max(rows, affordable)), positions
 
     @torch.inference_mode()
     def admit(self, sequence: Sequence) -> bool:
@@ -188,8 +193,8 @@ class Engine:
         source, shared = self._shared_prefix(sequence.prompt)
         if shared:  # start from a running row's keys and values for the prefix they have in common
             for layer in range(self.cache.layers):
-                keys = self.cache.keys[layer][source : source + 1, :, :shared].clone()
-                prefill.update(keys, self.cache.values[layer][source : source + 1, :, :shared].clone(), layer)
+                keys = self.cache.keys[layer][source : source + 1, :, :shared]
+                prefill.update(keys, self.cache.values[layer][source : source + 1, :, :shared], layer)  # copies
         self.prefilled += len(sequence.prompt) - shared
         self.reused += shared
         ids = torch.tensor([sequence.prompt[shared:]], device=self.device)
@@ -198,12 +203,8 @@ class Engine:
         if sequence.finish_reason:
             return False
         row = len(self.running)
-        keep = max((s.length for s in self.running), default=0)
-        if not self.running:  # an empty cache is resized to what this sequence needs
-            self.cache.resize(0, 0, 0, 0)
-        span = max([sequence.span, *(s.span for s in self.running)])
-        rows, positions = self.cache.shape_for(row + 1, span, self.max_rows, self.max_context)
-        self.cache.resize(rows, positions, row, keep)
+        rows, positions = self._shape_with(sequence)
+        self.cache.resize(rows, positions, row, max((s.length for s in self.running), default=0))
         self.cache.store(row, prefill, len(sequence.prompt))
         self.running.append(sequence)
         return True
@@ -226,10 +227,7 @@ class Engine:
         if not self.running:
             return []
         at = torch.tensor([s.length - 1 for s in self.running], device=self.device)
-        self.cache.begin_step(at)
-        positions = torch.arange(self.cache._span, device=self.device)
-        mask = torch.zeros(len(self.running), 1, 1, self.cache._span, dtype=self.cache.dtype, device=self.device)
-        mask.masked_fill_(positions[None, None, None, :] > at[:, None, None, None], torch.finfo(self.cache.dtype).min)
+        mask = self.cache.begin_step(at)
         ids = torch.tensor([[s.tokens[-1]] for s in self.running], device=self.device)
         logits = self.model(
             input_ids=ids, position_ids=at[:, None], attention_mask=mask, cache=self.cache, use_cache=True

@@ -141,7 +141,7 @@ def test_the_sampler_draws_from_the_distribution() -> None:
     tokens, logprobs = engine.sample(logits)
     share = torch.bincount(tokens, minlength=5).float() / len(tokens)
     assert share.tolist() == pytest.approx(probs.tolist(), abs=0.01)
-    assert int(share[4]) == 0
+    assert share[4].item() == 0.0  # a token without mass is never drawn
     assert logprobs[tokens == 0].tolist() == pytest.approx([math.log(0.5)] * int((tokens == 0).sum()), abs=1e-5)
 
 
@@ -231,3 +231,11 @@ async def test_bad_requests_and_a_closed_generator_are_clear_errors(tiny: Loaded
         await pending
     with pytest.raises(GenerationError, match="closed"):
         await generator.generate([5] * 4)
+
+
+def test_the_cache_never_grows_past_the_budget(tiny: LoadedModel) -> None:
+    per_position = tiny.model.config.num_hidden_layers * 2 * 2 * 16 * 4
+    engine = Engine(tiny.model, stop_ids=set(), max_rows=8, kv_cache_gib=2 * 256 * per_position / 2**30)
+    assert engine.admit(Sequence(prompts(100)[0], 50))
+    assert (engine.cache.rows, engine.cache.positions) == (2, 256)  # not the 8 rows a growth step would add
+    assert engine.fits(Sequence(prompts(90)[0], 50)) and not engine.fits(Sequence([5] * 300, 10))
