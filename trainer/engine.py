@@ -43,6 +43,7 @@ class Sequence:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: Literal["stop", "length"] | None = None
     cancelled: bool = False  # its caller gave up: it leaves at the next step
+    policy_version: int = 0  # the weights it was admitted under
 
     @property
     def length(self) -> int:
@@ -80,19 +81,29 @@ class RowCache:
     def bytes_per_position(self) -> int:
         return int(2 * self.layers * self.heads * self.head_dim * torch.finfo(self.dtype).bits // 8)
 
+    @property
+    def bytes(self) -> int:
+        """What the allocation holds now."""
+        return self.rows * self.positions * self.bytes_per_position
+
     def resize(self, rows: int, positions: int, keep_rows: int, keep_positions: int) -> None:
-        """Reallocate, keeping the first `keep_rows` rows up to `keep_positions`."""
+        """Reallocate, keeping the first `keep_rows` rows up to `keep_positions`. The new tensors are
+        all made before the old ones are let go, so a failed allocation leaves the cache as it was."""
         if (rows, positions) == (self.rows, self.positions):
             return
         shape = (rows, self.heads, positions, self.head_dim)
-        for store in (self.keys, self.values):
-            old = list(store)
-            store.clear()
+
+        def relaid(old: list[torch.Tensor]) -> list[torch.Tensor]:
+            fresh = []
             for layer in range(self.layers):
-                fresh = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                tensor = torch.zeros(shape, dtype=self.dtype, device=self.device)
                 if keep_rows and old:
-                    fresh[:keep_rows, :, :keep_positions] = old[layer][:keep_rows, :, :keep_positions]
-                store.append(fresh)
+                    tensor[:keep_rows, :, :keep_positions] = old[layer][:keep_rows, :, :keep_positions]
+                fresh.append(tensor)
+            return fresh
+
+        keys, values = relaid(self.keys), relaid(self.values)
+        self.keys, self.values = keys, values
         self.rows, self.positions = rows, positions
 
     def store(self, row: int, prefill: DynamicCache, length: int) -> None:
@@ -152,6 +163,7 @@ class Engine:
         self.running: list[Sequence] = []  # running[i] owns row i
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.prefilled = self.reused = 0  # prompt tokens run through the model, and taken from a row
+        self.steps = 0  # decode steps run
 
     def check(self, sequence: Sequence) -> None:
         """Raise `EngineError` for a request that could never run."""
@@ -169,26 +181,38 @@ class Engine:
 
     def fits(self, sequence: Sequence) -> bool:
         """Whether a row and the KV budget have room for it now."""
-        if len(self.running) >= self.max_rows:
-            return False
-        rows, positions = self._shape_with(sequence)
-        return not self.running or rows * positions * self.cache.bytes_per_position <= self.budget
+        return self._layout(sequence) is not None
 
-    def _shape_with(self, sequence: Sequence) -> tuple[int, int]:
-        """The cache allocation for the running sequences and `sequence`: grown in whole steps, never
-        shrunk under running rows, with no more rows than the KV budget holds at that length."""
+    def _layout(self, sequence: Sequence) -> tuple[int, int] | None:
+        """The cache shape that holds the running sequences and `sequence` within the KV budget, or None.
+
+        The current shape when it has room; otherwise a new one, grown in whole steps (rows by
+        ROW_GROWTH, positions by LENGTH_GROWTH) as far as the budget allows and exact where a whole step
+        would not fit. Rows may shrink to make room for longer positions (the running rows are always
+        the first ones), so a longer request waits only until the budget holds it, never for the batch
+        to drain."""
         rows = len(self.running) + 1
-        positions = max([sequence.span, *(s.span for s in self.running)])
-        if self.running:
-            rows, positions = max(rows, self.cache.rows), max(positions, self.cache.positions)
-        positions = min(self.max_context, -(-positions // LENGTH_GROWTH) * LENGTH_GROWTH)
-        affordable = self.budget // (positions * self.cache.bytes_per_position)
-        return min(self.max_rows, -(-rows // ROW_GROWTH) * ROW_GROWTH, max(rows, affordable)), positions
+        if rows > self.max_rows:
+            return None
+        span = max([sequence.span, *(s.span for s in self.running)])
+        if rows <= self.cache.rows and span <= self.cache.positions:
+            return self.cache.rows, self.cache.positions
+        per_row = self.cache.bytes_per_position
+        if rows * span * per_row > self.budget:
+            return None
+        positions = min(self.max_context, round_up(max(span, self.cache.positions), LENGTH_GROWTH))
+        if rows * positions * per_row > self.budget:
+            positions = max(span, min(positions, self.budget // (rows * per_row)))
+        affordable = self.budget // (positions * per_row)
+        return min(self.max_rows, round_up(rows, ROW_GROWTH), affordable), positions
 
     @torch.inference_mode()
     def admit(self, sequence: Sequence) -> bool:
         """Prefill a sequence and sample its first token; True if it runs on, False if already done."""
         self.check(sequence)
+        layout = self._layout(sequence)
+        if layout is None:
+            raise EngineError(f"no row or KV budget for a sequence of {sequence.span} positions now (check fits)")
         prefill = DynamicCache(config=self.model.config)
         source, shared = self._shared_prefix(sequence.prompt)
         if shared:  # start from a running row's keys and values for the prefix they have in common
@@ -203,8 +227,7 @@ class Engine:
         if sequence.finish_reason:
             return False
         row = len(self.running)
-        rows, positions = self._shape_with(sequence)
-        self.cache.resize(rows, positions, row, max((s.length for s in self.running), default=0))
+        self.cache.resize(*layout, row, max((s.length for s in self.running), default=0))
         self.cache.store(row, prefill, len(sequence.prompt))
         self.running.append(sequence)
         return True
@@ -226,6 +249,7 @@ class Engine:
         """One decode step for every running sequence; returns those that finished (and frees their rows)."""
         if not self.running:
             return []
+        self.steps += 1
         at = torch.tensor([s.length - 1 for s in self.running], device=self.device)
         mask = self.cache.begin_step(at)
         ids = torch.tensor([[s.tokens[-1]] for s in self.running], device=self.device)
@@ -272,11 +296,21 @@ class Engine:
         # Inverse-CDF sampling: one uniform draw a row (torch.multinomial draws one per vocabulary
         # entry, and on a CPU that costs more than the tiny model's forward pass). The first entry
         # whose cumulative mass exceeds the draw has mass of its own, so a cut token is never drawn.
-        cdf = probs.cumsum(dim=-1)
+        cdf = cumulative(probs)
         total = cdf[:, -1:]
         draw = torch.rand(total.shape, generator=self.rng, device=self.device, dtype=cdf.dtype) * total
-        tokens = torch.searchsorted(cdf, torch.minimum(draw, total * (1 - 2**-20)), right=True)[:, 0]
+        tokens = torch.searchsorted(cdf, torch.minimum(draw, total * (1 - 2**-40)), right=True)[:, 0]
         return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+
+
+def round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def cumulative(probs: torch.Tensor) -> torch.Tensor:
+    """The CDF along the last axis in float64: in float32, the cumulative sum of a 150k vocabulary
+    rounds the tail's small masses near 1.0 to 0 or to twice their size."""
+    return probs.double().cumsum(dim=-1)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -5,7 +5,15 @@ ids and their sampler log-probs out. Text is never re-tokenized for training.
 (`trainer.engine`): every pending request is batched with the others, and a new request joins the
 running batch between two decode steps as soon as a row and the KV budget allow, instead of
 waiting for the batch to finish. Sampling (temperature, top-p) is fixed per generator; a turn stops
-at the tokenizer's end-of-turn token or at `max_new_tokens`.
+at one of the model's stop tokens (its generation config's `eos_token_id`, one or a list, and the
+tokenizer's) or at `max_new_tokens`.
+
+The log-prob of every sampled token is the sampler's: `log_softmax(logits / temperature)`, taken
+before any top-p cut (greedy at temperature 0: the model's log-softmax). vLLM returns the same
+quantity when run with `--logprobs-mode processed_logprobs`; its default, `raw_logprobs`, is taken
+before temperature. Each generator says which it returns (`logprobs_mode`), and every completion
+carries the policy version that sampled its first token (`policy_version`; versions only go up, so
+that is the oldest one a turn can straddle).
 """
 
 from __future__ import annotations
@@ -31,14 +39,30 @@ class Sampling:
     max_new_tokens: int = 256
 
 
+LogprobsMode = Literal["processed_logprobs", "raw_logprobs"]
+"""What a sampler log-prob is, in vLLM's names: `processed_logprobs` is log_softmax(logits / T) before
+any top-p cut (what a learner recomputes); `raw_logprobs` is log_softmax(logits), before temperature."""
+
+
 @dataclass(frozen=True)
 class Completion:
     token_ids: list[int]
     logprobs: list[float]
     finish_reason: Literal["stop", "length"]
+    policy_version: int = 0
+    """The policy version that sampled the first token."""
 
 
 class Generator(Protocol):
+    sampling: Sampling
+    max_context: int
+    """Prompt plus new tokens, at most."""
+    policy_version: int
+    """The version of the weights it samples with now; whoever updates the weights sets it."""
+    logprobs_mode: LogprobsMode
+    backend: str
+    """Where the tokens come from, for the record (`hf`, `openai <url>`)."""
+
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion: ...
 
     async def aclose(self) -> None:
@@ -49,9 +73,20 @@ class GenerationError(RuntimeError):
     """The backend failed a request."""
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens that end a turn: the generation config's `eos_token_id` (an id or a list) and the
+    tokenizer's end-of-sequence token."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
 class HFGenerator:
     """Continuous batching over an in-process Hugging Face causal LM: one thread drives the engine,
     `generate` is awaited from any event loop. A cancelled request leaves the batch at the next step."""
+
+    logprobs_mode: LogprobsMode = "processed_logprobs"
+    backend = "hf"
 
     def __init__(
         self,
@@ -65,9 +100,12 @@ class HFGenerator:
         seed: int = 0,
     ) -> None:
         self.sampling = sampling
+        self.max_context = max_context
+        self.policy_version = 0
+        self.cancelled = 0  # requests whose callers gave up
         self.engine = Engine(
             model,
-            stop_ids={tokenizer.eos_token_id},
+            stop_ids=stop_token_ids(model, tokenizer),
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_rows=max_concurrency,
@@ -106,6 +144,7 @@ class HFGenerator:
             self._drop_cancelled()
             while self._waiting and engine.fits(self._waiting[0]):
                 sequence = self._waiting.popleft()
+                sequence.policy_version = self.policy_version  # the weights its first token comes from
                 try:
                     if not engine.admit(sequence):
                         _answer(sequence)
@@ -135,10 +174,12 @@ class HFGenerator:
 
     def _drop_cancelled(self) -> None:
         if any(s.cancelled for s in self._waiting):
+            self.cancelled += sum(s.cancelled for s in self._waiting)
             self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
         for row in reversed(range(len(self.engine.running))):
             if self.engine.running[row].cancelled:
                 self.engine.remove(row)
+                self.cancelled += 1
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -161,7 +202,7 @@ def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
     """Settle a sequence's future, on its own event loop."""
     loop, future = sequence.handle
     outcome: Completion | GenerationError = error or Completion(
-        sequence.tokens, sequence.logprobs, sequence.finish_reason or "length"
+        sequence.tokens, sequence.logprobs, sequence.finish_reason or "length", sequence.policy_version
     )
     with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
         loop.call_soon_threadsafe(_settle, future, outcome)
@@ -179,7 +220,11 @@ def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseExcept
 class OpenAIGenerator:
     """Any OpenAI-compatible completions server that returns token ids (vLLM with
     `return_tokens_as_token_ids`, SGLang, or `python -m trainer.openai_server`): the prompt goes as
-    token ids, the sampled ids and their log-probs come back; nothing is re-tokenized."""
+    token ids, the sampled ids and their log-probs come back; nothing is re-tokenized.
+
+    `logprobs_mode` is what the server returns: run vLLM with `--logprobs-mode processed_logprobs`
+    (its default `raw_logprobs` is before temperature). A server that states its mode in the reply
+    (`python -m trainer.openai_server` does) and states another one fails the request."""
 
     def __init__(
         self,
@@ -190,6 +235,8 @@ class OpenAIGenerator:
         api_key: str | None = None,
         timeout_s: float = 300.0,
         retries: int = 3,
+        max_context: int = 4096,
+        logprobs_mode: LogprobsMode = "processed_logprobs",
     ) -> None:
         import httpx
 
@@ -199,6 +246,10 @@ class OpenAIGenerator:
         self.model = model
         self.sampling = sampling
         self.retries = retries
+        self.max_context = max_context
+        self.logprobs_mode = logprobs_mode
+        self.backend = f"openai {base_url}"
+        self.policy_version = 0
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
         body = {
@@ -210,6 +261,7 @@ class OpenAIGenerator:
             "logprobs": 0,
             "return_tokens_as_token_ids": True,
         }
+        version = self.policy_version
         for attempt in range(self.retries + 1):
             try:
                 response = await self._client.post("/v1/completions", json=body)
@@ -223,11 +275,13 @@ class OpenAIGenerator:
                 continue
             if response.status_code != 200:
                 raise GenerationError(f"completions server answered {response.status_code}: {response.text[:300]}")
-            return self._completion(response.json())
+            return self._completion(response.json(), version)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _completion(reply: dict[str, Any]) -> Completion:
+    def _completion(self, reply: dict[str, Any], version: int) -> Completion:
+        stated = reply.get("logprobs_mode", self.logprobs_mode) if isinstance(reply, dict) else self.logprobs_mode
+        if stated != self.logprobs_mode:
+            raise GenerationError(f"the server returns {stated}, not the {self.logprobs_mode} this client expects")
         try:
             choice = reply["choices"][0]
             logprobs = choice["logprobs"]
@@ -236,7 +290,7 @@ class OpenAIGenerator:
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise GenerationError(f"no token ids and log-probs in the reply ({e}): {str(reply)[:300]}") from e
         reason: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(ids, values, reason)
+        return Completion(ids, values, reason, version)
 
     async def aclose(self) -> None:
         await self._client.aclose()

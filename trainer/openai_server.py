@@ -6,7 +6,9 @@
 `max_tokens`, `logprobs` and vLLM's `return_tokens_as_token_ids`, and answers in the completions
 format: per choice the text, `logprobs.tokens` (`"token_id:<id>"` strings with
 `return_tokens_as_token_ids`, as vLLM writes them), `logprobs.token_logprobs` (the sampler's) and
-`finish_reason`. Sampling is the server's (one continuous batch serves every request): a request
+`finish_reason`. The log-probs are the sampler's, log_softmax(logits / temperature) before any top-p
+cut, what vLLM calls `processed_logprobs`: every reply says so in `logprobs_mode`, which
+`OpenAIGenerator` checks. Sampling is the server's (one continuous batch serves every request): a request
 asking for another temperature or top-p is refused rather than silently sampled differently.
 `GET /v1/models` lists the one model.
 """
@@ -111,6 +113,7 @@ def create_app(
             "object": "text_completion",
             "created": int(time.time()),
             "model": loaded.spec,
+            "logprobs_mode": HFGenerator.logprobs_mode,
             "choices": [choice],
             "usage": {
                 "prompt_tokens": len(ids),

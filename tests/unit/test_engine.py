@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from shared.models import LoadedModel, load_model
-from trainer.engine import Engine, EngineError, Sequence
-from trainer.generation import GenerationError, HFGenerator, Sampling
+from trainer.engine import Engine, EngineError, Sequence, cumulative
+from trainer.generation import GenerationError, HFGenerator, Sampling, stop_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +86,23 @@ def test_a_prompt_that_begins_like_a_running_sequence_reuses_its_cache(tiny: Loa
         assert sequence.logprobs == pytest.approx(logprobs, abs=1e-4)
 
 
-def test_sampled_logprobs_are_the_models(tiny: LoadedModel) -> None:
-    engine = Engine(tiny.model, stop_ids=set(), temperature=1.0, max_rows=4, seed=3)
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.6])
+def test_sampled_logprobs_are_the_models_at_the_sampling_temperature(tiny: LoadedModel, temperature: float) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=temperature, max_rows=4, seed=3)
     sequences = [Sequence(p, 12) for p in prompts(7, 64, 19)]
     for s in sequences:
         engine.admit(s)
     while engine.running:
         engine.step()
     for s in sequences:
-        row = model_logprobs(tiny, s.prompt + s.tokens)
+        with torch.no_grad():
+            logits = tiny.model(torch.tensor([s.prompt + s.tokens])).logits[0].float()
+        row = torch.log_softmax(logits / temperature, dim=-1)  # the distribution each token was drawn from
         expected = [float(row[len(s.prompt) - 1 + k, t]) for k, t in enumerate(s.tokens)]
         assert s.logprobs == pytest.approx(expected, abs=1e-4)
+        untempered = [float(torch.log_softmax(logits, -1)[len(s.prompt) - 1 + k, t]) for k, t in enumerate(s.tokens)]
+        if temperature != 1.0:
+            assert max(abs(a - b) for a, b in zip(s.logprobs, untempered, strict=True)) > 1e-3
     assert len({tuple(s.tokens) for s in sequences}) == 3
 
 
@@ -146,12 +152,26 @@ def test_the_sampler_draws_from_the_distribution() -> None:
 
 
 def test_top_p_keeps_the_smallest_set_over_p_and_reports_the_full_logprob() -> None:
-    engine = Engine(load_model("tiny").model, stop_ids=set(), temperature=1.0, top_p=0.7, seed=0)
-    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().expand(20_000, -1)
-    tokens, logprobs = engine.sample(logits)
+    engine = Engine(load_model("tiny").model, stop_ids=set(), temperature=0.5, top_p=0.7, seed=0)
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    tokens, logprobs = engine.sample(p.log().expand(20_000, -1))
+    # At T = 0.5 the distribution is p^2 / sum(p^2) = [0.25, 0.09, 0.0225, 0.0025] / 0.365: 0.685 alone is
+    # under 0.7, so the first two stay, and are drawn 0.25 : 0.09.
     share = torch.bincount(tokens, minlength=4).float() / len(tokens)
-    assert share.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.015)  # 0.5 and 0.3, renormalized
-    assert logprobs[tokens == 1].tolist() == pytest.approx([math.log(0.3)] * int((tokens == 1).sum()), abs=1e-5)
+    assert share.tolist() == pytest.approx([0.25 / 0.34, 0.09 / 0.34, 0.0, 0.0], abs=0.015)
+    drawn = int((tokens == 1).sum())
+    assert logprobs[tokens == 1].tolist() == pytest.approx([math.log(0.09 / 0.365)] * drawn, abs=1e-5)
+
+
+def test_the_cdf_keeps_the_tail_of_a_large_vocabulary() -> None:
+    vocabulary = 150_000
+    probs = torch.full((1, vocabulary), 2e-8)
+    probs[0, 0] = 1 - 2e-8 * (vocabulary - 1)  # the tail: masses far below float32's step near 1.0
+    masses = torch.diff(cumulative(probs), dim=-1)[0]
+    assert masses.dtype == torch.float64
+    assert masses.tolist() == pytest.approx([2e-8] * (vocabulary - 1), rel=1e-4)
+    float32 = torch.diff(probs.cumsum(dim=-1), dim=-1)[0]  # what a float32 CDF would give them
+    assert float32.min() == 0 or float32.max() / 2e-8 > 1.5
 
 
 def test_a_zero_temperature_is_greedy() -> None:
@@ -173,18 +193,89 @@ def test_requests_that_cannot_run_are_refused(tiny: LoadedModel, prompt: list[in
     assert not engine.running and engine.cache.rows == 0
 
 
+PER_POSITION = 2 * 2 * 2 * 16 * 4  # k and v, 2 layers, 2 kv heads, head_dim 16, float32
+
+
 def test_the_kv_budget_and_the_rows_bound_admission(tiny: LoadedModel) -> None:
-    per_position = 2 * 2 * 2 * 16 * 4  # k and v, 2 layers, 2 kv heads, head_dim 16, float32
-    engine = Engine(tiny.model, stop_ids=set(), max_rows=8, kv_cache_gib=8 * 256 * per_position / 2**30)
-    assert engine.cache.bytes_per_position == per_position
+    engine = Engine(tiny.model, stop_ids=set(), max_rows=8, kv_cache_gib=8 * 256 * PER_POSITION / 2**30)
+    assert engine.cache.bytes_per_position == PER_POSITION
     with pytest.raises(EngineError, match="budget"):
         engine.check(Sequence([5] * 2000, 100))
     first, second = Sequence(prompts(100)[0], 50), Sequence(prompts(150)[0], 50)
     assert engine.fits(first) and engine.admit(first)
     assert engine.fits(second)  # 8 rows of 256 positions fit the budget
-    assert not engine.fits(Sequence([5] * 300, 10))  # 8 rows of 512 do not
+    assert engine.fits(Sequence([5] * 300, 10))  # and so do 2 rows of 512
     engine.max_rows = 1
     assert not engine.fits(second)
+
+
+def test_no_allocation_passes_a_budget_that_is_not_a_whole_number_of_steps(tiny: LoadedModel) -> None:
+    budget = 3 * 300 * PER_POSITION + 123  # 3 rows of 300 positions and change: no whole growth step
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0, max_rows=8, kv_cache_gib=budget / 2**30)
+    first = Sequence(prompts(200)[0], 80)  # 280 positions: a whole step of 512 would be over the budget
+    assert engine.admit(first) and engine.cache.bytes <= budget
+    assert engine.cache.positions >= 280
+    for n in (30, 60, 90):
+        sequence = Sequence(prompts(n)[0], 40)
+        if engine.fits(sequence):
+            assert engine.admit(sequence) and engine.cache.bytes <= budget
+    assert len(engine.running) == 3  # as many as the budget holds at 280 positions: 3 x 280 x bytes <= budget
+    assert not engine.fits(Sequence(prompts(10)[0], 10))
+    while engine.running:
+        engine.step()
+        assert engine.cache.bytes <= budget
+
+
+def test_a_longer_request_is_placed_as_soon_as_the_budget_holds_it(tiny: LoadedModel) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0, max_rows=8, kv_cache_gib=8 * 256 * PER_POSITION / 2**30)
+    short = [Sequence(p, 30) for p in prompts(20, 25)]
+    for sequence in short:
+        assert engine.admit(sequence)
+    assert (engine.cache.rows, engine.cache.positions) == (8, 256)  # the whole budget, in short rows
+    long = Sequence(prompts(600)[0], 20)  # 3 rows of 620+ positions: the rows shrink to make room
+    assert engine.fits(long) and engine.admit(long)
+    assert engine.cache.positions >= 620 and engine.cache.bytes <= engine.budget
+    while engine.running:
+        engine.step()
+    for sequence in (*short, long):
+        tokens, logprobs = greedy(tiny, sequence.prompt, sequence.limit)
+        assert sequence.tokens == tokens and sequence.logprobs == pytest.approx(logprobs, abs=1e-4)
+
+
+def test_a_failed_allocation_leaves_the_running_batch_as_it_was(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(tiny.model, stop_ids=set(), temperature=0, max_rows=8)
+    running = Sequence(prompts(40)[0], 12)
+    assert engine.admit(running)
+    engine.step()
+    shape = (engine.cache.rows, engine.cache.positions)
+    zeros, made = torch.zeros, []
+
+    def failing_zeros(*args: object, **kwargs: object) -> torch.Tensor:
+        made.append(1)
+        if len(made) == 3:  # half-way through re-laying the cache's layers
+            raise RuntimeError("out of memory")
+        return zeros(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(torch, "zeros", failing_zeros)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        engine.cache.resize(16, 768, 1, running.length)
+    monkeypatch.setattr(torch, "zeros", zeros)
+    assert (engine.cache.rows, engine.cache.positions) == shape and engine.running == [running]
+    assert all(t.shape[0] == shape[0] and t.shape[2] == shape[1] for t in engine.cache.keys + engine.cache.values)
+    while engine.running:
+        engine.step()
+    tokens, logprobs = greedy(tiny, running.prompt, running.limit)
+    assert running.tokens == tokens and running.logprobs == pytest.approx(logprobs, abs=1e-4)
+
+
+def test_stop_tokens_come_from_the_generation_config(tiny: LoadedModel) -> None:
+    model = load_model("tiny").model
+    model.generation_config.eos_token_id = [7, 11]
+    assert stop_token_ids(model, tiny.tokenizer) == {7, 11, tiny.tokenizer.eos_token_id}
+    model.generation_config.eos_token_id = None
+    assert stop_token_ids(model, tiny.tokenizer) == {tiny.tokenizer.eos_token_id}
 
 
 async def test_the_generator_serves_more_requests_than_rows(tiny: LoadedModel) -> None:
@@ -205,13 +296,11 @@ async def test_a_cancelled_request_leaves_the_batch(tiny: LoadedModel) -> None:
     try:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(generator.generate(prompts(30)[0], 2000), timeout=0.3)
+        # The cancelled request is dropped before anything that arrives after it is admitted.
         short = await generator.generate(prompts(10)[0], 4)
         assert len(short.token_ids) == 4
-        for _ in range(100):
-            if not generator.engine.running:
-                break
-            await asyncio.sleep(0.02)
-        assert not generator.engine.running  # the long one is gone, not decoding to 2000
+        assert generator.cancelled == 1 and not generator.engine.running
+        assert generator.engine.steps < 2000  # it stopped early, not after decoding its 2,000 tokens
     finally:
         await generator.aclose()
 
