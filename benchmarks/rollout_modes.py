@@ -29,7 +29,7 @@ from shared.envs_client import AsyncEnvClient
 from shared.launch import ServiceProcess
 from shared.models import load_model
 from shared.redis import redis_server
-from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
+from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.agents import protocol
 from trainer.buffer import Buffer, MemoryBuffer, RedisBuffer
 from trainer.generation import Completion, HFGenerator, Sampling
@@ -110,6 +110,7 @@ async def modes(args: argparse.Namespace, url: str) -> dict[str, list[float]]:
 def sample_group(i: int) -> GroupRecord:
     step = StepSample(
         step=0,
+        policy_version=0,
         prompt_token_ids=list(range(1000, 1512)),
         response_token_ids=list(range(64)),
         sampler_logprobs=[-1.5] * 64,
@@ -120,22 +121,22 @@ def sample_group(i: int) -> GroupRecord:
         done=False,
         finish_reason="stop",
     )
+    steps = [step.model_copy(update={"step": k, "done": k == 3}) for k in range(4)]
     episodes = [
-        EpisodeRecord(
-            episode_id=f"{i}-{e}",
-            steps=[step.model_copy(update={"step": k}) for k in range(4)],
-            won=False,
-            env_reward=0.0,
-            truncated=True,
-        )
-        for e in range(4)
+        Trajectory(episode_id=f"{i}-{e}", steps=steps, end="step_limit", won=False, env_reward=0.0) for e in range(4)
     ]
     return GroupRecord(
         group_id=str(i),
         env="alfworld",
         task_id=f"alfworld/train/{i}",
+        task="put a clean mug in the coffee machine",
+        task_type="pick_clean_then_place_in_recep",
         policy_version=0,
+        sampling=SamplingSettings(temperature=1.0, top_p=1.0, max_new_tokens=64),
+        logprobs_mode="processed_logprobs",
+        backend="hf",
         episodes=episodes,
+        usable=4,
         created_at=time.time(),
     )
 

@@ -47,7 +47,7 @@ class Projection:
 
 
 @dataclass
-class Protocol:
+class AgentProtocol:
     """Prompts and projection of one env."""
 
     env: str
@@ -84,7 +84,7 @@ class Protocol:
         )
 
 
-class Alfworld(Protocol):
+class Alfworld(AgentProtocol):
     def prompt(self, task: str, observation: str, admissible: list[str] | None, past: list[Turn]) -> str:
         actions = self.actions(admissible, drop=("help",))  # the reference hides `help`
         head = "You are an expert agent acting in ALFRED, a simulated household."
@@ -103,7 +103,7 @@ class Alfworld(Protocol):
         )
 
 
-class Webshop(Protocol):
+class Webshop(AgentProtocol):
     def prompt(self, task: str, observation: str, admissible: list[str] | None, past: list[Turn]) -> str:
         head = f"You are an expert shopping agent in the WebShop online store. Your task is to: {task}."
         if past:
@@ -120,7 +120,7 @@ class Webshop(Protocol):
         )
 
 
-class SearchQA(Protocol):
+class SearchQA(AgentProtocol):
     def prompt(self, task: str, observation: str, admissible: list[str] | None, past: list[Turn]) -> str:
         question = task.strip()
         if not question.endswith("?"):
@@ -158,7 +158,7 @@ class SearchQA(Protocol):
         return env_reward
 
 
-PROTOCOLS: dict[str, Protocol] = {
+PROTOCOLS: dict[str, AgentProtocol] = {
     "alfworld": Alfworld("alfworld", history=2, fallback_chars=30, invalid_penalty=0.1),
     "webshop": Webshop("webshop", history=2, fallback_chars=20, invalid_penalty=0.1),
     "searchqa": SearchQA("searchqa", history=4, invalid_penalty=0.01, success_reward=1.0),
@@ -166,7 +166,7 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def protocol(env: str) -> Protocol:
+def protocol(env: str) -> AgentProtocol:
     try:
         return PROTOCOLS[env]
     except KeyError:

@@ -1,21 +1,31 @@
-"""The rollout buffer: finished groups in, batches out, acknowledged only when the learner's update
-is checkpointed (DESIGN §6).
+"""The rollout buffer: finished groups in, groups out to learners exactly once, acknowledged only when
+the learner's update is checkpointed (DESIGN §6).
 
-`RedisBuffer` keeps groups on a Redis stream read through a consumer group:
-- `put` appends a group (zlib-compressed JSON of `shared.rollout_wire.GroupRecord`);
-- `get` hands out up to n groups: first, once per consumer life, the groups delivered to this
-  consumer name and never acknowledged (a restarted learner gets them again), then groups another
-  consumer left pending longer than `claim_idle_ms` (a dead learner's), then new ones;
-- `ack` acknowledges and deletes groups once their update is checkpointed: never delivered again;
-- a group more than `max_staleness` policy versions older than the learner's is acknowledged
-  without being handed out, and counted (`dropped_stale`); so is a record that fails validation
-  (`dropped_malformed`).
-
-`MemoryBuffer` has the same interface, in this process only (tests, single-process runs).
+Both implementations (`RedisBuffer` on a Redis stream read through a consumer group, `MemoryBuffer`
+in this process) keep these rules, and one test suite holds them to it:
+- `put` appends a group (zlib-compressed JSON of `shared.rollout_wire.GroupRecord`).
+- `get` hands this consumer up to n groups, never one it already holds: first, once per consumer
+  life, the groups its name held unacknowledged when it last died (a restarted learner); then
+  groups another consumer has held unacknowledged for `claim_idle_ms` (a dead learner's); then new
+  ones. Each `get` also refreshes the idle time of the groups this consumer holds, so a live learner
+  that calls `get` (or `keepalive`) more often than `claim_idle_ms` never loses them to another.
+- `ack` acknowledges and deletes groups once their update is checkpointed: never delivered again.
+- A group about to be delivered for more than the `max_deliveries`-th time (its learners keep dying
+  on it), or a record that does not parse, goes to the dead-letter stream with the reason, is
+  counted (`dead_lettered`) and is never handed out.
+- A record of another `schema` is refused: left on the stream for a learner of its own build,
+  logged as an error and counted (`refused_schema`), never deleted, and not taken again by this
+  consumer in this life.
+- A group more than `max_staleness` policy versions older than the learner's is acknowledged
+  without being handed out, and counted (`dropped_stale`).
 """
 
 from __future__ import annotations
 
+import abc
+import asyncio
+import logging
+import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,11 +36,16 @@ from pydantic import ValidationError
 
 from shared.rollout_wire import SCHEMA, GroupRecord
 
+log = logging.getLogger(__name__)
+Fields = dict[bytes, bytes]
+
 
 @dataclass(frozen=True)
 class Delivery:
     id: str
     group: GroupRecord
+    deliveries: int = 1
+    """How many times this group has been handed out, this time included."""
 
 
 @dataclass
@@ -38,9 +53,20 @@ class BufferStats:
     length: int
     """Groups on the buffer, acknowledged ones excluded."""
     pending: int
-    """Handed out and not yet acknowledged."""
+    """Handed out and not yet acknowledged (refused records of another schema included)."""
     dropped_stale: int
-    dropped_malformed: int
+    dead_lettered: int
+    refused_schema: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    """The entry's id on the main stream."""
+    reason: str
+    deliveries: int
+    payload: bytes
+    """The record as it was on the stream."""
 
 
 class Buffer(Protocol):
@@ -48,26 +74,169 @@ class Buffer(Protocol):
 
     async def get(self, count: int, *, policy_version: int, block_ms: int = 0) -> list[Delivery]: ...
 
+    async def keepalive(self) -> None: ...
+
     async def ack(self, ids: list[str]) -> None: ...
 
     async def stats(self) -> BufferStats: ...
 
+    async def dead_letters(self) -> list[DeadLetter]: ...
+
     async def close(self) -> None: ...
 
 
-def encode(group: GroupRecord) -> bytes:
-    return zlib.compress(group.model_dump_json(by_alias=True).encode(), 6)
+def encode(group: GroupRecord) -> Fields:
+    payload = zlib.compress(group.model_dump_json(by_alias=True).encode(), 6)
+    return {b"g": payload, b"v": str(group.policy_version).encode(), b"schema": str(SCHEMA).encode()}
 
 
-def decode(payload: bytes) -> GroupRecord:
-    return GroupRecord.model_validate_json(zlib.decompress(payload))
+def decode(fields: Fields) -> GroupRecord:
+    return GroupRecord.model_validate_json(zlib.decompress(fields[b"g"]))
 
 
-def stale(group: GroupRecord, policy_version: int, max_staleness: int) -> bool:
-    return policy_version - group.policy_version > max_staleness
+@dataclass(frozen=True)
+class Pending:
+    id: str
+    deliveries: int
+    """Times delivered so far."""
 
 
-class RedisBuffer:
+class StreamBuffer(abc.ABC):
+    """The delivery rules, written once over a few stream primitives that each store implements."""
+
+    def __init__(self, consumer: str, max_staleness: int, claim_idle_ms: int, max_deliveries: int) -> None:
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self.consumer = consumer
+        self.max_staleness = max_staleness
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self._held: dict[str, None] = {}  # handed out in this life, not acknowledged (ordered)
+        self._refused: set[str] = set()
+        self._backlog: deque[Pending] | None = None  # what this name held when it last died
+
+    # -- primitives -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _append(self, fields: Fields) -> str: ...
+
+    @abc.abstractmethod
+    async def _owned(self) -> list[Pending]:
+        """This consumer's unacknowledged entries, oldest first."""
+
+    @abc.abstractmethod
+    async def _idle_others(self, count: int) -> list[Pending]:
+        """Other consumers' entries unacknowledged for at least `claim_idle_ms`, oldest first."""
+
+    @abc.abstractmethod
+    async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
+        """Take entries still idle for `min_idle_ms` over to this consumer, counting a delivery; their
+        fields (None for an entry deleted meanwhile, which leaves the pending list)."""
+
+    @abc.abstractmethod
+    async def _touch(self, ids: list[str]) -> None:
+        """Reset the idle time of entries this consumer holds (no delivery counted)."""
+
+    @abc.abstractmethod
+    async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]: ...
+
+    @abc.abstractmethod
+    async def _remove(self, ids: list[str]) -> None:
+        """Acknowledge and delete."""
+
+    @abc.abstractmethod
+    async def _bury(self, entry_id: str, fields: Fields, reason: str, deliveries: int) -> None:
+        """Move an entry to the dead-letter stream and count it."""
+
+    @abc.abstractmethod
+    async def _count(self, counter: str, n: int) -> None: ...
+
+    # -- the rules ------------------------------------------------------------------------------
+
+    async def put(self, group: GroupRecord) -> str:
+        fields = encode(group)
+        decode(fields)  # what a reader will parse
+        return await self._append(fields)
+
+    async def keepalive(self) -> None:
+        """Refresh the idle time of what this consumer holds, so nobody claims it from a live learner."""
+        if not self._held:
+            return
+        owned = {p.id for p in await self._owned()}
+        for lost in [i for i in self._held if i not in owned]:
+            log.error("group %s was claimed by another consumer while held here; its update must not be acked", lost)
+            del self._held[lost]
+        await self._touch(list(self._held))
+
+    async def get(self, count: int, *, policy_version: int, block_ms: int = 0) -> list[Delivery]:
+        await self.keepalive()
+        entries: list[tuple[str, Fields | None, int]] = []
+        if self._backlog is None:
+            self._backlog = deque(p for p in await self._owned() if p.id not in self._held)
+        while self._backlog and len(entries) < count:
+            batch = [self._backlog.popleft() for _ in range(min(count - len(entries), len(self._backlog)))]
+            claimed = await self._claim([p.id for p in batch], 0)
+            entries += [(p.id, claimed.get(p.id), p.deliveries + 1) for p in batch if p.id in claimed]
+        if len(entries) < count:
+            idle = await self._idle_others(count - len(entries))
+            claimed = await self._claim([p.id for p in idle], self.claim_idle_ms)
+            entries += [(p.id, claimed[p.id], p.deliveries + 1) for p in idle if p.id in claimed]
+        if len(entries) < count:
+            entries += [(i, f, 1) for i, f in await self._read_new(count - len(entries), block_ms)]
+        out = []
+        for entry_id, fields, deliveries in entries:
+            delivery = await self._judge(entry_id, fields, deliveries, policy_version)
+            if delivery is not None:
+                self._held[entry_id] = None
+                out.append(delivery)
+        return out
+
+    async def _judge(
+        self, entry_id: str, fields: Fields | None, deliveries: int, policy_version: int
+    ) -> Delivery | None:
+        """Deliver an entry, or refuse, bury or drop it."""
+        if fields is None:  # deleted since it was delivered
+            await self._remove([entry_id])
+            return None
+        schema = fields.get(b"schema", b"").decode(errors="replace")
+        if schema and schema != str(SCHEMA):
+            if entry_id not in self._refused:
+                self._refused.add(entry_id)
+                await self._count("refused_schema", 1)
+            log.error(
+                "rollout record %s has schema %s; this learner reads schema %s: left on the stream for a learner "
+                "of its build",
+                entry_id,
+                schema,
+                SCHEMA,
+            )
+            return None
+        if deliveries > self.max_deliveries:
+            why = f"delivered {deliveries} times (max_deliveries {self.max_deliveries})"
+            await self._bury(entry_id, fields, why, deliveries)
+            return None
+        try:
+            group = decode(fields)
+        except (KeyError, zlib.error, ValidationError, ValueError) as e:
+            await self._bury(entry_id, fields, f"malformed: {str(e).splitlines()[0][:200]}", deliveries)
+            return None
+        if policy_version - group.policy_version > self.max_staleness:
+            await self._remove([entry_id])
+            await self._count("stale", 1)
+            return None
+        return Delivery(entry_id, group, deliveries)
+
+    async def ack(self, ids: list[str]) -> None:
+        if ids:
+            await self._remove(ids)
+            for entry_id in ids:
+                self._held.pop(entry_id, None)
+
+
+class RedisBuffer(StreamBuffer):
+    """Groups on a Redis stream (`{prefix}groups`), read through a consumer group; the dead-letter
+    stream is `{prefix}dead` and the counters are the hash `{prefix}counters`."""
+
     def __init__(
         self,
         url: str,
@@ -77,15 +246,14 @@ class RedisBuffer:
         group: str = "learners",
         max_staleness: int = 0,
         claim_idle_ms: int = 60_000,
+        max_deliveries: int = 3,
     ) -> None:
+        super().__init__(consumer, max_staleness, claim_idle_ms, max_deliveries)
         self.redis: Any = aioredis.Redis.from_url(url)
         self.stream = f"{prefix}groups"
-        self.counters = f"{prefix}dropped"
+        self.dead = f"{prefix}dead"
+        self.counters = f"{prefix}counters"
         self.group = group
-        self.consumer = consumer
-        self.max_staleness = max_staleness
-        self.claim_idle_ms = claim_idle_ms
-        self._own_pending_read = False
         self._ready = False
 
     async def _ensure(self) -> None:
@@ -98,60 +266,62 @@ class RedisBuffer:
                 raise
         self._ready = True
 
-    async def put(self, group: GroupRecord) -> str:
+    async def _append(self, fields: Fields) -> str:
         await self._ensure()
-        fields = {"g": encode(group), "v": group.policy_version, "schema": SCHEMA}
-        entry_id = await self.redis.xadd(self.stream, fields)
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return _text(await self.redis.xadd(self.stream, fields))
 
-    async def get(self, count: int, *, policy_version: int, block_ms: int = 0) -> list[Delivery]:
+    async def _pending(self, **kwargs: Any) -> list[dict[str, Any]]:
         await self._ensure()
-        out: list[Delivery] = []
-        if not self._own_pending_read:  # what this consumer name held when it died
-            self._own_pending_read = True
-            out += await self._read("0", count)
-        if len(out) < count:
-            claimed = await self.redis.xautoclaim(
-                self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count=count - len(out)
-            )
-            out += await self._keep(claimed[1])
-        if len(out) < count:
-            out += await self._read(">", count - len(out), block_ms)
-        fresh = []
-        for delivery in out:
-            if stale(delivery.group, policy_version, self.max_staleness):
-                await self._drop([delivery.id], "stale")
-            else:
-                fresh.append(delivery)
-        return fresh
+        return list(await self.redis.xpending_range(self.stream, self.group, "-", "+", **kwargs))
 
-    async def _read(self, start: str, count: int, block_ms: int = 0) -> list[Delivery]:
-        block = block_ms if start == ">" and block_ms > 0 else None
-        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count, block=block)
-        entries = reply[0][1] if reply else []
-        return await self._keep(entries)
+    async def _owned(self) -> list[Pending]:
+        rows = await self._pending(count=100_000, consumername=self.consumer)
+        return [Pending(_text(r["message_id"]), int(r["times_delivered"])) for r in rows]
 
-    async def _keep(self, entries: list[Any]) -> list[Delivery]:
-        out = []
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-            if not fields:  # deleted since it was delivered
-                continue
-            try:
-                out.append(Delivery(entry_id, decode(fields[b"g"])))
-            except (KeyError, zlib.error, ValidationError, ValueError):
-                await self._drop([entry_id], "malformed")
-        return out
+    async def _idle_others(self, count: int) -> list[Pending]:
+        rows = await self._pending(count=count + 1000, idle=self.claim_idle_ms)
+        others = [r for r in rows if _text(r["consumer"]) != self.consumer]
+        return [Pending(_text(r["message_id"]), int(r["times_delivered"])) for r in others[:count]]
 
-    async def _drop(self, ids: list[str], why: str) -> None:
-        await self.ack(ids)
-        await self.redis.hincrby(self.counters, why, len(ids))
+    async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
+        if not ids:
+            return {}
+        claimed = await self.redis.xclaim(self.stream, self.group, self.consumer, min_idle_ms, ids)
+        found: dict[str, Fields | None] = {_text(i): (f or None) for i, f in claimed}
+        if min_idle_ms == 0:  # this consumer's own: every id is taken, and a deleted one comes back as None
+            for entry_id in ids:
+                found.setdefault(entry_id, None)
+        return found
 
-    async def ack(self, ids: list[str]) -> None:
+    async def _touch(self, ids: list[str]) -> None:
         if ids:
-            await self._ensure()
-            await self.redis.xack(self.stream, self.group, *ids)
-            await self.redis.xdel(self.stream, *ids)
+            await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids, justid=True)
+
+    async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]:
+        await self._ensure()
+        block = block_ms if block_ms > 0 else None
+        reply = await self.redis.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block)
+        return [(_text(i), f) for i, f in (reply[0][1] if reply else [])]
+
+    async def _remove(self, ids: list[str]) -> None:
+        await self._ensure()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, self.group, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+
+    async def _bury(self, entry_id: str, fields: Fields, reason: str, deliveries: int) -> None:
+        log.error("rollout record %s goes to the dead-letter stream %s: %s", entry_id, self.dead, reason)
+        letter = {b"id": entry_id.encode(), b"reason": reason.encode(), b"deliveries": str(deliveries).encode()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.dead, {**letter, b"g": fields.get(b"g", b"")})
+            pipe.xack(self.stream, self.group, entry_id)
+            pipe.xdel(self.stream, entry_id)
+            pipe.hincrby(self.counters, "dead_letter", 1)
+            await pipe.execute()
+
+    async def _count(self, counter: str, n: int) -> None:
+        await self.redis.hincrby(self.counters, counter, n)
 
     async def stats(self) -> BufferStats:
         await self._ensure()
@@ -161,45 +331,143 @@ class RedisBuffer:
             length=await self.redis.xlen(self.stream),
             pending=int(pending["pending"]),
             dropped_stale=int(counters.get(b"stale", 0)),
-            dropped_malformed=int(counters.get(b"malformed", 0)),
+            dead_lettered=int(counters.get(b"dead_letter", 0)),
+            refused_schema=int(counters.get(b"refused_schema", 0)),
         )
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        rows = await self.redis.xrange(self.dead)
+        return [DeadLetter(f[b"id"].decode(), f[b"reason"].decode(), int(f[b"deliveries"]), f[b"g"]) for _, f in rows]
 
     async def close(self) -> None:
         await self.redis.aclose()
 
 
 @dataclass
-class MemoryBuffer:
-    max_staleness: int = 0
-    _queue: deque[Delivery] = field(default_factory=deque)
-    _pending: dict[str, Delivery] = field(default_factory=dict)
-    _count: int = 0
-    _dropped_stale: int = 0
+class _Entry:
+    fields: Fields
+    owner: str | None = None
+    delivered_at: float = 0.0
+    deliveries: int = 0
 
-    async def put(self, group: GroupRecord) -> str:
-        decode(encode(group))  # the same validation a Redis round trip gives
-        self._count += 1
-        entry_id = f"{self._count}-0"
-        self._queue.append(Delivery(entry_id, group))
+
+@dataclass
+class MemoryStream:
+    """What a Redis stream with one consumer group holds, in this process: several `MemoryBuffer`s
+    over one `MemoryStream` are several consumers, and a new one under a name is that consumer
+    restarted."""
+
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    unread: deque[str] = field(default_factory=deque)
+    dead: list[DeadLetter] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    last: int = 0
+
+    def append(self, fields: Fields) -> str:
+        self.last += 1
+        entry_id = f"{self.last}-0"
+        self.entries[entry_id] = _Entry(dict(fields))
+        self.unread.append(entry_id)
         return entry_id
 
-    async def get(self, count: int, *, policy_version: int, block_ms: int = 0) -> list[Delivery]:
-        out: list[Delivery] = []
-        while self._queue and len(out) < count:
-            delivery = self._queue.popleft()
-            if stale(delivery.group, policy_version, self.max_staleness):
-                self._dropped_stale += 1
-                continue
-            self._pending[delivery.id] = delivery
-            out.append(delivery)
+
+class MemoryBuffer(StreamBuffer):
+    """The same buffer in this process (tests, single-process runs)."""
+
+    def __init__(
+        self,
+        stream: MemoryStream | None = None,
+        *,
+        consumer: str = "learner-0",
+        max_staleness: int = 0,
+        claim_idle_ms: int = 60_000,
+        max_deliveries: int = 3,
+    ) -> None:
+        super().__init__(consumer, max_staleness, claim_idle_ms, max_deliveries)
+        self.stream = stream or MemoryStream()
+
+    @staticmethod
+    def _now_ms() -> float:
+        return time.monotonic() * 1000
+
+    async def _append(self, fields: Fields) -> str:
+        return self.stream.append(fields)
+
+    def _pending_entries(self) -> list[tuple[str, _Entry]]:
+        return [(i, e) for i, e in self.stream.entries.items() if e.owner is not None]
+
+    async def _owned(self) -> list[Pending]:
+        return [Pending(i, e.deliveries) for i, e in self._pending_entries() if e.owner == self.consumer]
+
+    async def _idle_others(self, count: int) -> list[Pending]:
+        now = self._now_ms()
+        idle = [
+            Pending(i, e.deliveries)
+            for i, e in self._pending_entries()
+            if e.owner != self.consumer and now - e.delivered_at >= self.claim_idle_ms
+        ]
+        return idle[:count]
+
+    async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
+        now, out = self._now_ms(), dict[str, Fields | None]()
+        for entry_id in ids:
+            entry = self.stream.entries.get(entry_id)
+            if entry is None:
+                out[entry_id] = None
+            elif entry.owner is not None and now - entry.delivered_at >= min_idle_ms:
+                entry.owner, entry.delivered_at, entry.deliveries = self.consumer, now, entry.deliveries + 1
+                out[entry_id] = entry.fields
         return out
 
-    async def ack(self, ids: list[str]) -> None:
+    async def _touch(self, ids: list[str]) -> None:
+        now = self._now_ms()
         for entry_id in ids:
-            self._pending.pop(entry_id, None)
+            entry = self.stream.entries.get(entry_id)
+            if entry is not None and entry.owner == self.consumer:
+                entry.delivered_at = now
+
+    async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]:
+        deadline = self._now_ms() + block_ms
+        while not self.stream.unread and self._now_ms() < deadline:
+            await asyncio.sleep(0.01)
+        out: list[tuple[str, Fields]] = []
+        while self.stream.unread and len(out) < count:
+            entry_id = self.stream.unread.popleft()
+            entry = self.stream.entries.get(entry_id)
+            if entry is not None:
+                entry.owner, entry.delivered_at, entry.deliveries = self.consumer, self._now_ms(), 1
+                out.append((entry_id, entry.fields))
+        return out
+
+    async def _remove(self, ids: list[str]) -> None:
+        for entry_id in ids:
+            self.stream.entries.pop(entry_id, None)
+
+    async def _bury(self, entry_id: str, fields: Fields, reason: str, deliveries: int) -> None:
+        log.error("rollout record %s goes to the dead-letter list: %s", entry_id, reason)
+        self.stream.dead.append(DeadLetter(entry_id, reason, deliveries, fields.get(b"g", b"")))
+        self.stream.entries.pop(entry_id, None)
+        await self._count("dead_letter", 1)
+
+    async def _count(self, counter: str, n: int) -> None:
+        self.stream.counters[counter] = self.stream.counters.get(counter, 0) + n
 
     async def stats(self) -> BufferStats:
-        return BufferStats(len(self._queue) + len(self._pending), len(self._pending), self._dropped_stale, 0)
+        counters = self.stream.counters
+        return BufferStats(
+            length=len(self.stream.entries),
+            pending=len(self._pending_entries()),
+            dropped_stale=counters.get("stale", 0),
+            dead_lettered=counters.get("dead_letter", 0),
+            refused_schema=counters.get("refused_schema", 0),
+        )
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return list(self.stream.dead)
 
     async def close(self) -> None:
         return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from shared.rollout_wire import LogprobsMode
 from trainer.engine import Engine, EngineError, Sequence
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,6 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
-
-
-LogprobsMode = Literal["processed_logprobs", "raw_logprobs"]
-"""What a sampler log-prob is, in vLLM's names: `processed_logprobs` is log_softmax(logits / T) before
-any top-p cut (what a learner recomputes); `raw_logprobs` is log_softmax(logits), before temperature."""
 
 
 @dataclass(frozen=True)

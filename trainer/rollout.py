@@ -9,9 +9,13 @@ Two modes over the same generator and env service:
   live episode generates, then every one steps, then the next round. Kept as the baseline.
 
 A group is G episodes of one task; episodes of a task start from identical states (the env panels
-are deterministic). Concurrency is bounded by a semaphore over episodes; each episode has a
-timeout (what it played so far is kept, marked truncated); env calls are retried by the client
-(steps are idempotent).
+are deterministic). Concurrency is bounded by a semaphore over episodes. Env calls are retried by
+the client (steps are idempotent). Every episode says how it ended: `done` (the env ended it),
+`step_limit`, or `fault`: anything that goes wrong inside one episode (a backend or env failure
+after the retries, a timeout in async mode, a bad completion) ends that episode only, keeps what it
+played for audit, and marks it `fault`, which the learner never trains on. Every episode is
+deleted on the env service when it ends. A group the buffer will not take is retried, then kept
+in `Roller.unsaved` until it lands.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,14 +39,15 @@ from shared.envs_client import AsyncEnvClient, EnvServiceError
 from shared.launch import ServiceProcess
 from shared.models import DTYPES, ModelNotFound, chat_prompt_ids, check_spec, load_model, load_tokenizer
 from shared.redis import redis_server
-from shared.rollout_wire import EpisodeRecord, GroupRecord, StepSample
-from trainer.agents import PROTOCOLS, Protocol, Turn, protocol
+from shared.rollout_wire import EpisodeEnd, GroupRecord, SamplingSettings, StepSample, Trajectory
+from trainer.agents import PROTOCOLS, AgentProtocol, Turn, protocol
 from trainer.buffer import Buffer, RedisBuffer
-from trainer.generation import Completion, GenerationError, Generator, HFGenerator, OpenAIGenerator, Sampling
+from trainer.engine import common_prefix
+from trainer.generation import Completion, Generator, HFGenerator, OpenAIGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
-FAULTS = (GenerationError, EnvServiceError, httpx.TransportError)
-"""What ends one episode early (after the client's retries) without stopping the rollout."""
+LABELS = ("task_type", "data_source", "category")
+"""The skill-routing labels an env may put in an episode's `info` (DESIGN §3)."""
 log = logging.getLogger(__name__)
 
 
@@ -54,11 +60,14 @@ class RolloutConfig:
     max_steps_by_task: dict[str, int] = field(default_factory=dict)
     """Per-task step limits that override `max_steps` (a benchmark's panel of mixed lengths)."""
     max_new_tokens: int = 256
-    max_prompt_tokens: int = 4096
+    max_prompt_tokens: int | None = None
+    """Default: what the generator's context leaves after `max_new_tokens`."""
     concurrency: int = 64
     """Episodes in flight at once."""
     episode_timeout_s: float = 600.0
-    policy_version: int = 0
+    put_retries: int = 5
+    """Attempts to write a finished group before it is reported and kept for `Roller.flush`."""
+    put_backoff_s: float = 0.5
 
 
 @dataclass
@@ -68,9 +77,12 @@ class Summary:
     steps: int = 0
     won: int = 0
     invalid: int = 0
-    truncated: int = 0
+    ends: Counter[str] = field(default_factory=Counter)
+    """Episodes by how they ended (`done`, `step_limit`, `fault`)."""
     response_tokens: int = 0
     seconds: float = 0.0
+    unsaved: int = 0
+    """Finished groups the buffer would not take (kept in `Roller.unsaved`)."""
     group_ids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Lines the backend adds (the HF engine: how much prefill the shared prefixes saved)."""
@@ -81,7 +93,7 @@ class Summary:
         for episode in group.episodes:
             self.episodes += 1
             self.won += episode.won
-            self.truncated += episode.truncated
+            self.ends[episode.end] += 1
             for step in episode.steps:
                 self.steps += 1
                 self.invalid += not step.valid
@@ -91,42 +103,51 @@ class Summary:
         def rate(n: int, d: int) -> str:
             return f"{n / d:.1%}" if d else "n/a"
 
-        return [
-            f"groups {self.groups}, episodes {self.episodes}, steps {self.steps} in {self.seconds:.1f} s",
-            f"success {rate(self.won, self.episodes)} ({self.won}), invalid steps {rate(self.invalid, self.steps)}, "
-            f"truncated episodes {self.truncated}",
+        ends = ", ".join(f"{self.ends[e]} {e}" for e in ("done", "step_limit", "fault"))
+        lines = [
+            f"groups {self.groups}, episodes {self.episodes} ({ends}), steps {self.steps} in {self.seconds:.1f} s",
+            f"success {rate(self.won, self.episodes)} ({self.won}), invalid steps {rate(self.invalid, self.steps)}",
             f"{self.response_tokens} response tokens, {self.response_tokens / max(self.seconds, 1e-9):.1f} tokens/s, "
             f"{self.episodes / max(self.seconds, 1e-9):.2f} episodes/s",
             *self.notes,
         ]
+        if self.unsaved:
+            lines.append(f"{self.unsaved} finished group(s) could not be written to the buffer")
+        return lines
 
 
-class Episode:
+class LiveEpisode:
     """One episode's state between turns."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.episode_id = uuid.uuid4().hex
+        self.opened = False
         self.task = ""
         self.observation = ""
         self.admissible: list[str] | None = None
+        self.labels: dict[str, str] = {}
         self.past: list[Turn] = []
         self.samples: list[StepSample] = []
-        self.done = False
+        self.end: EpisodeEnd | None = None
+        self.fault: str | None = None
         self.won = False
         self.env_reward = 0.0
-        self.truncated = False
 
-    def record(self) -> EpisodeRecord | None:
-        if not self.samples:
-            return None
-        truncated = self.truncated or not self.done
-        return EpisodeRecord(
+    @property
+    def done(self) -> bool:
+        return self.end is not None
+
+    def record(self) -> Trajectory:
+        if self.end is None:  # pragma: no cover - every path ends an episode before recording it
+            raise RuntimeError(f"episode {self.episode_id} has not ended")
+        return Trajectory(
             episode_id=self.episode_id,
             steps=self.samples,
+            end=self.end,
+            fault=self.fault,
             won=self.won,
             env_reward=self.env_reward,
-            truncated=truncated,
         )
 
 
@@ -136,7 +157,7 @@ class Roller:
         client: AsyncEnvClient,
         generator: Generator,
         tokenizer: Any,
-        protocol: Protocol,
+        protocol: AgentProtocol,
         buffer: Buffer,
         config: RolloutConfig,
     ) -> None:
@@ -146,37 +167,49 @@ class Roller:
         self.protocol = protocol
         self.buffer = buffer
         self.config = config
+        self.max_prompt_tokens = config.max_prompt_tokens or generator.max_context - config.max_new_tokens
+        self.unsaved: list[GroupRecord] = []
+        """Finished groups the buffer has not taken yet, oldest first (`flush` tries them again)."""
         self._gate = asyncio.Semaphore(config.concurrency)
-        self._task_types: dict[str, str | None] = {}
+        self._flushing = asyncio.Lock()
+        empty = chat_prompt_ids(tokenizer, [{"role": "user", "content": ""}])
+        filled = chat_prompt_ids(tokenizer, [{"role": "user", "content": "x"}])
+        self._template_head = common_prefix(empty, filled)  # the chat template's tokens before the content
+        if self.max_prompt_tokens <= len(empty):
+            raise ValueError(f"max_prompt_tokens {self.max_prompt_tokens} leaves no room for a prompt")
 
     # -- one turn ------------------------------------------------------------------------------
 
-    def render(self, episode: Episode) -> list[int]:
+    def render(self, episode: LiveEpisode) -> list[int]:
         """The prompt's token ids: the protocol's text in the model's chat template; without history
-        when it would be too long (as the reference falls back to its no-history template)."""
+        when it would be too long (as the reference falls back to its no-history template), and cut
+        from the left of the text beyond that, the template's head kept."""
         for past in (episode.past, []):
             text = self.protocol.prompt(episode.task, episode.observation, episode.admissible, past)
             ids = chat_prompt_ids(self.tokenizer, [{"role": "user", "content": text}])
-            if len(ids) <= self.config.max_prompt_tokens:
+            if len(ids) <= self.max_prompt_tokens:
                 return ids
-        return ids[-self.config.max_prompt_tokens :]
+        head = self._template_head
+        return ids[:head] + ids[len(ids) - (self.max_prompt_tokens - head) :]
 
-    async def start(self, episode: Episode) -> None:
+    async def start(self, episode: LiveEpisode) -> None:
         max_steps = self.config.max_steps_by_task.get(episode.task_id, self.config.max_steps)
         opened = await self.client.create(
             self.config.env, task_id=episode.task_id, max_steps=max_steps, episode_id=episode.episode_id
         )
+        episode.opened = True
         episode.task, episode.observation, episode.admissible = (
             opened.task,
             opened.observation,
             opened.admissible_actions,
         )
+        episode.labels = {k: str(opened.info[k]) for k in LABELS if opened.info.get(k) is not None}
 
-    async def think(self, episode: Episode) -> tuple[list[int], Completion]:
+    async def think(self, episode: LiveEpisode) -> tuple[list[int], Completion]:
         prompt = self.render(episode)
         return prompt, await self.generator.generate(prompt, self.config.max_new_tokens)
 
-    async def act(self, episode: Episode, prompt: list[int], completion: Completion) -> None:
+    async def act(self, episode: LiveEpisode, prompt: list[int], completion: Completion) -> None:
         text = self.tokenizer.decode(completion.token_ids, skip_special_tokens=True)
         projection = self.protocol.project(text)
         n = len(episode.samples)
@@ -184,11 +217,12 @@ class Roller:
         episode.samples.append(
             StepSample(
                 step=n,
+                policy_version=completion.policy_version,
                 prompt_token_ids=prompt,
                 response_token_ids=completion.token_ids,
                 sampler_logprobs=completion.logprobs,
                 action=projection.action,
-                valid=projection.valid,
+                valid=projection.valid and bool(completion.token_ids),
                 env_reward=result.reward,
                 won=result.won,
                 done=result.done,
@@ -197,59 +231,93 @@ class Roller:
         )
         episode.past.append(Turn(episode.observation, projection.action, result.observation))
         episode.observation, episode.admissible = result.observation, result.admissible_actions
-        episode.done, episode.won, episode.env_reward = result.done, result.won, result.reward
-        episode.truncated = result.truncated
+        episode.won, episode.env_reward = result.won, result.reward
+        if result.done:
+            episode.end = "step_limit" if result.truncated else "done"
 
     # -- async mode ----------------------------------------------------------------------------
 
-    async def play(self, episode: Episode) -> None:
+    async def play(self, episode: LiveEpisode) -> None:
         async with self._gate:
             try:
                 await asyncio.wait_for(self._play(episode), self.config.episode_timeout_s)
             except TimeoutError:
                 self.fail(episode, f"timed out after {self.config.episode_timeout_s} s")
-            except FAULTS as e:
-                self.fail(episode, str(e))
+            except Exception as e:  # noqa: BLE001 - whatever goes wrong in one episode ends only that one
+                self.fail(episode, f"{type(e).__name__}: {e}")
+            await self.close(episode)
 
     @staticmethod
-    def fail(episode: Episode, why: str) -> None:
-        """End an episode that cannot go on; what it played is kept, marked truncated."""
-        log.warning("episode %s of %s ends early: %s", episode.episode_id, episode.task_id, why)
-        episode.truncated = episode.done = True
+    def fail(episode: LiveEpisode, why: str) -> None:
+        """End an episode that cannot go on; what it played is kept for audit, marked `fault`."""
+        log.warning("episode %s of %s faulted: %s", episode.episode_id, episode.task_id, why)
+        episode.end, episode.fault = "fault", why.splitlines()[0][:300] if why.strip() else "unknown"
 
-    async def _play(self, episode: Episode) -> None:
+    async def close(self, episode: LiveEpisode) -> None:
+        """Delete the episode on the env service (finished or faulted), so a long run never fills its store."""
+        if not episode.opened:
+            return
+        try:
+            await self.client.delete(episode.episode_id)
+        except Exception as e:  # noqa: BLE001 - the store expires it anyway; a failed close fails nothing
+            log.warning("could not close episode %s: %s", episode.episode_id, e)
+
+    async def _play(self, episode: LiveEpisode) -> None:
         await self.start(episode)
         while not episode.done:
             prompt, completion = await self.think(episode)
             await self.act(episode, prompt, completion)
 
-    async def play_group(self, task_id: str) -> GroupRecord | None:
-        episodes = [Episode(task_id) for _ in range(self.config.group_size)]
+    async def play_group(self, task_id: str) -> GroupRecord:
+        episodes = [LiveEpisode(task_id) for _ in range(self.config.group_size)]
         await asyncio.gather(*(self.play(e) for e in episodes))
         return await self.finish(task_id, episodes)
 
-    async def finish(self, task_id: str, episodes: Sequence[Episode]) -> GroupRecord | None:
-        records = [r for r in (e.record() for e in episodes) if r is not None]
-        if not records:
-            return None
+    async def finish(self, task_id: str, episodes: Sequence[LiveEpisode]) -> GroupRecord:
+        """The group's record, written to the buffer (or kept in `unsaved` when the buffer will not take it)."""
+        records = [e.record() for e in episodes]
+        versions = [s.policy_version for r in records for s in r.steps]
+        labels = next((e.labels for e in episodes if e.opened), {})
+        sampling = self.generator.sampling
         group = GroupRecord(
             group_id=uuid.uuid4().hex,
             env=self.config.env,
             task_id=task_id,
-            task_type=await self.task_type(task_id),
-            policy_version=self.config.policy_version,
+            task=next((e.task for e in episodes if e.opened), ""),
+            **labels,
+            policy_version=min(versions, default=self.generator.policy_version),
+            sampling=SamplingSettings(
+                temperature=sampling.temperature, top_p=sampling.top_p, max_new_tokens=self.config.max_new_tokens
+            ),
+            logprobs_mode=self.generator.logprobs_mode,
+            backend=self.generator.backend,
             episodes=records,
+            usable=sum(r.usable for r in records),
             created_at=time.time(),
         )
-        await self.buffer.put(group)
+        self.unsaved.append(group)
+        await self.flush()
         return group
 
-    async def task_type(self, task_id: str) -> str | None:
-        if task_id not in self._task_types:
-            _, split, index = task_id.rsplit("/", 2)
-            [task] = (await self.client.tasks(self.config.env, split, int(index), 1)).tasks
-            self._task_types[task_id] = task.task_type or task.data_source or task.category
-        return self._task_types[task_id]
+    async def flush(self) -> bool:
+        """Write the groups the buffer has not taken yet, oldest first, each with `put_retries` attempts;
+        True when none is left. One flush at a time: a group is never written twice."""
+        async with self._flushing:
+            while self.unsaved:
+                group = self.unsaved[0]
+                for attempt in range(self.config.put_retries):
+                    try:
+                        await self.buffer.put(group)
+                        break
+                    except Exception as e:  # noqa: BLE001 - a buffer outage must not lose the group
+                        log.warning("buffer put of group %s failed (attempt %d): %s", group.group_id, attempt + 1, e)
+                        if attempt + 1 < self.config.put_retries:
+                            await asyncio.sleep(self.config.put_backoff_s * 2**attempt)
+                else:
+                    log.error("%d finished group(s) kept in memory: the buffer does not take them", len(self.unsaved))
+                    return False
+                self.unsaved.pop(0)
+            return True
 
     async def run(
         self,
@@ -262,11 +330,10 @@ class Roller:
         summary = Summary()
         start = time.perf_counter()
 
-        def done(group: GroupRecord | None) -> None:
-            if group is not None:
-                summary.add(group)
-                if on_group is not None:
-                    on_group(group)
+        def done(group: GroupRecord) -> None:
+            summary.add(group)
+            if on_group is not None:
+                on_group(group)
 
         if mode == "async":
 
@@ -278,6 +345,8 @@ class Roller:
             for i in range(0, len(task_ids), batch_groups):
                 for group in await self.lockstep(task_ids[i : i + batch_groups]):
                     done(group)
+        await self.flush()
+        summary.unsaved = len(self.unsaved)
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -285,24 +354,31 @@ class Roller:
 
     async def lockstep(self, task_ids: Sequence[str]) -> list[GroupRecord]:
         """All episodes of these groups in rounds: generate for every live one, then step every one."""
-        groups = {t: [Episode(t) for _ in range(self.config.group_size)] for t in task_ids}
+        groups = {t: [LiveEpisode(t) for _ in range(self.config.group_size)] for t in task_ids}
         episodes = [e for members in groups.values() for e in members]
-        await asyncio.gather(*(self.start(e) for e in episodes))
+        await self._round(episodes, self.start)
         while live := [e for e in episodes if not e.done]:
-            turns = await asyncio.gather(*(self.think(e) for e in live), return_exceptions=True)
-            acting = []
-            for e, turn in zip(live, turns, strict=True):
-                if isinstance(turn, BaseException):
-                    self.fail(e, str(turn))
-                else:
-                    acting.append((e, self.act(e, *turn)))
-            for (e, _), outcome in zip(
-                acting, await asyncio.gather(*(a for _, a in acting), return_exceptions=True), strict=True
-            ):
-                if isinstance(outcome, BaseException):
-                    self.fail(e, str(outcome))
-        finished = [await self.finish(t, members) for t, members in groups.items()]
-        return [g for g in finished if g is not None]
+            turns = await self._round(live, self.think)
+            acting: dict[LiveEpisode, tuple[list[int], Completion]] = {
+                e: turn for e, turn in zip(live, turns, strict=True) if turn is not None
+            }
+
+            async def act(e: LiveEpisode, acting: dict[LiveEpisode, Any] = acting) -> None:
+                await self.act(e, *acting[e])
+
+            await self._round(list(acting), act)
+        await asyncio.gather(*(self.close(e) for e in episodes))
+        return [await self.finish(t, members) for t, members in groups.items()]
+
+    async def _round(self, episodes: list[LiveEpisode], call: Callable[[LiveEpisode], Any]) -> list[Any]:
+        """`call` for every episode at once; an episode whose call raised is ended as a fault (None)."""
+        outcomes = await asyncio.gather(*(call(e) for e in episodes), return_exceptions=True)
+        for episode, outcome in zip(episodes, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self.fail(episode, f"{type(outcome).__name__}: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return [None if isinstance(o, BaseException) else o for o in outcomes]
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -361,7 +437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int]:
+async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int | None]:
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
     generator: Generator
     if args.openai_url:
@@ -372,13 +448,13 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
         tokenizer = loaded.tokenizer
         generator = HFGenerator(loaded.model, tokenizer, sampling, max_concurrency=args.concurrency)
     buffer = RedisBuffer(redis_url, prefix=args.redis_prefix)
+    generator.policy_version = args.policy_version
     config = RolloutConfig(
         env=args.env,
         group_size=args.group_size,
         max_steps=args.max_steps,
         max_new_tokens=args.max_new_tokens,
         concurrency=args.concurrency,
-        policy_version=args.policy_version,
     )
     try:
         async with AsyncEnvClient(env_url, retries=6) as client:
@@ -401,7 +477,12 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
                 f"prompt tokens: {engine.prefilled} prefilled, {engine.reused} ({share:.0%}) copied from "
                 "the KV cache of a running sequence with the same prefix"
             )
-        return summary, (await buffer.stats()).length
+        try:
+            length: int | None = (await buffer.stats()).length
+        except Exception as e:  # noqa: BLE001 - the summary stands without it
+            log.warning("buffer stats unavailable: %s", e)
+            length = None
+        return summary, length
     finally:
         await generator.aclose()
         await buffer.close()
@@ -419,9 +500,13 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(summary.lines()))
         where = f"{redis_url} stream {args.redis_prefix}groups"
         plural = "" if summary.groups == 1 else "s"
-        print(f"{summary.groups} group{plural} written to {where} ({length} on the stream)")
+        written = summary.groups - summary.unsaved
+        on_stream = "" if length is None else f" ({length} on the stream)"
+        print(f"{written} of {summary.groups} group{plural} written to {where}{on_stream}")
         if args.redis_url is None:
             print("(an embedded Redis, stopped now: pass --redis-url to keep the groups)")
+        if summary.unsaved:
+            raise SystemExit(f"python -m trainer.rollout: error: {summary.unsaved} group(s) were not written")
 
 
 if __name__ == "__main__":

@@ -310,13 +310,17 @@ class EpisodeService:
             if live is not None:
                 live.simulator.close()
             live = await self._replay(env, stored)
-        transition = await self.run(live.simulator.step, action)
-        live.steps += 1
-        result = _step_result(episode_id, transition, step + 1, head["max_steps"])
-        entry = {"action": action, "result": result.model_dump()}
-        if transition.audit:
-            entry["audit"] = transition.audit
-        appended = await self.store.append(episode_id, step, entry, result.done)
+        try:
+            transition = await self.run(live.simulator.step, action)
+            live.steps += 1
+            result = _step_result(episode_id, transition, step + 1, head["max_steps"])
+            entry = {"action": action, "result": result.model_dump()}
+            if transition.audit:
+                entry["audit"] = transition.audit
+            appended = await self.store.append(episode_id, step, entry, result.done)
+        except BaseException:  # the simulator is ahead of the record, or in an unknown state: never reuse it
+            live.simulator.close()
+            raise
         if appended.ok:
             await self._keep(env.name, episode_id, live)
             self._on_event(env.name, "step")

@@ -23,30 +23,32 @@ from trainer.generation import GenerationError, OpenAIGenerator, Sampling
 from trainer.rollout import Roller, RolloutConfig
 
 pytestmark = pytest.mark.processes
+T = 0.7  # the server's sampling temperature: neither 0 nor 1, so a log-prob without the /T is caught
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServiceProcess]:
-    with ServiceProcess("trainer.openai_server", ["--model", "tiny"]) as process:
+    with ServiceProcess("trainer.openai_server", ["--model", "tiny", "--temperature", str(T)]) as process:
         yield process
 
 
 async def test_token_ids_and_sampler_logprobs_come_back(server: ServiceProcess) -> None:
     tiny = load_model("tiny")
-    generator = OpenAIGenerator(server.url, "tiny", Sampling(max_new_tokens=8))
+    generator = OpenAIGenerator(server.url, "tiny", Sampling(temperature=T, max_new_tokens=8))
     prompt = tiny.tokenizer.encode("Your task is to: count to 3.", add_special_tokens=False)
     completion = await generator.generate(prompt)
     await generator.aclose()
     assert len(completion.token_ids) == len(completion.logprobs) == 8 and completion.finish_reason == "length"
-    with torch.no_grad():  # at temperature 1 the sampler's log-prob is the model's
-        logp = torch.log_softmax(tiny.model(torch.tensor([prompt + completion.token_ids])).logits[0].float(), -1)
+    with torch.no_grad():  # the sampler's log-prob: log_softmax(logits / T)
+        logits = tiny.model(torch.tensor([prompt + completion.token_ids])).logits[0].float()
+        logp = torch.log_softmax(logits / T, -1)
     expected = [logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(completion.token_ids)]
     assert completion.logprobs == pytest.approx(expected, abs=1e-4)
 
 
 async def test_a_rollout_through_the_completions_server(server: ServiceProcess) -> None:
     tiny = load_model("tiny")
-    generator = OpenAIGenerator(server.url, "tiny", Sampling(max_new_tokens=8))
+    generator = OpenAIGenerator(server.url, "tiny", Sampling(temperature=T, max_new_tokens=8))
     app = create_app(settings())
     buffer = MemoryBuffer()
     transport = httpx.ASGITransport(app=app)
@@ -56,15 +58,27 @@ async def test_a_rollout_through_the_completions_server(server: ServiceProcess) 
         summary = await roller.run(["counter/test/0", "counter/test/1"])
     await generator.aclose()
     assert (summary.groups, summary.episodes, summary.steps) == (2, 4, 8)
-    for delivery in await buffer.get(10, policy_version=0):
-        for episode in delivery.group.episodes:
+    deliveries = await buffer.get(10, policy_version=0)
+    assert len(deliveries) == 2
+    for delivery in deliveries:
+        group = delivery.group
+        assert group.backend == f"openai {server.url}" and group.logprobs_mode == "processed_logprobs"
+        assert group.sampling.temperature == T
+        for episode in group.episodes:
             assert all(len(s.response_token_ids) == len(s.sampler_logprobs) == 8 for s in episode.steps)
+
+
+async def test_a_server_that_returns_another_logprob_is_refused(server: ServiceProcess) -> None:
+    generator = OpenAIGenerator(server.url, "tiny", Sampling(temperature=T), logprobs_mode="raw_logprobs")
+    with pytest.raises(GenerationError, match="returns processed_logprobs, not the raw_logprobs"):
+        await generator.generate([1, 2, 3])
+    await generator.aclose()
 
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"prompt": [1, 2], "temperature": 0.5}, "temperature 1.0"),
+        ({"prompt": [1, 2], "temperature": 0.5}, "temperature 0.7"),
         ({"prompt": [1, 2], "top_p": 0.9}, "top_p 1.0"),
         ({"prompt": [1, 49152]}, "token ids must be in"),
         ({"prompt": []}, "empty"),
@@ -117,8 +131,8 @@ def test_the_rollout_command_generates_through_the_server(
     server: ServiceProcess, redis_base_url: str, redis_prefix: str
 ) -> None:
     args = ["--env", "counter", "--split", "test", "--groups", "2", "--group-size", "2", "--max-steps", "2"]
-    args += ["--max-new-tokens", "8", "--model", "tiny", "--openai-url", server.url]
+    args += ["--max-new-tokens", "8", "--model", "tiny", "--openai-url", server.url, "--temperature", str(T)]
     args += ["--redis-url", redis_base_url, "--redis-prefix", redis_prefix]
     out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "groups 2, episodes 4, steps 8" in out.stdout and "64 response tokens" in out.stdout
+    assert "groups 2, episodes 4 (0 done, 4 step_limit, 0 fault), steps 8" in out.stdout and "64 response tokens" in out.stdout

@@ -5,16 +5,18 @@ command refuses bad flags."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.envs_client import AsyncEnvClient
+from shared.envs_client import AsyncEnvClient, EnvServiceError
 from shared.launch import ServiceProcess
 from shared.models import load_model
 from trainer.agents import protocol
@@ -41,8 +43,9 @@ def test_the_command_plays_groups_into_redis(redis_base_url: str, redis_prefix: 
     ]
     out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "groups 3, episodes 6, steps 18" in out.stdout and "invalid steps 100.0%" in out.stdout
-    assert f"3 groups written to {redis_base_url} stream {redis_prefix}groups" in out.stdout
+    assert "groups 3, episodes 6 (0 done, 6 step_limit, 0 fault), steps 18" in out.stdout
+    assert "invalid steps 100.0%" in out.stdout
+    assert f"3 of 3 groups written to {redis_base_url} stream {redis_prefix}groups" in out.stdout
     reused = re.search(r"prompt tokens: (\d+) prefilled, (\d+) \(\d+%\) copied", out.stdout)
     assert reused and int(reused[2]) > 0, out.stdout  # a group's episodes start from one prompt
 
@@ -56,15 +59,20 @@ def test_the_command_plays_groups_into_redis(redis_base_url: str, redis_prefix: 
 
 
 class DroppingTransport(httpx.AsyncHTTPTransport):
-    """Sends every request, but loses one answer in four on the way back, as a flaky network does."""
+    """Sends every request, but loses one answer in four on the way back, as a flaky network does;
+    remembers every step it sent."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rng = random.Random(7)
         self.dropped = 0
         self.answered = 0
+        self.sent: dict[str, set[tuple[int, str]]] = defaultdict(set)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/step"):
+            body = json.loads(request.content)
+            self.sent[request.url.path.split("/")[-2]].add((body["step"], body["action"]))
         response = await super().handle_async_request(request)
         self.answered += 1
         if request.method == "POST" and self.rng.random() < 0.25:
@@ -94,12 +102,17 @@ async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str
             server = ServiceProcess("services.envs", server_args, port=server.port)
             summary = await playing
             assert (summary.groups, summary.episodes, summary.steps) == (4, 12, 96)
+            assert summary.ends == {"step_limit": 12}
             assert transport.dropped > 0
             for delivery in await buffer.get(10, policy_version=0):
+                assert delivery.group.usable == 3
                 for episode in delivery.group.episodes:
-                    record = await client.record(episode.episode_id)
-                    assert [s.action for s in episode.steps] == record.actions  # nothing lost, nothing twice
-                    assert len(record.actions) == 8 and record.done
+                    assert episode.end == "step_limit" and episode.fault is None
+                    # every retry of a step sent the same action, the one recorded: nothing lost, nothing twice
+                    assert transport.sent[episode.episode_id] == {(s.step, s.action) for s in episode.steps}
+                    assert [s.step for s in episode.steps] == list(range(8))
+                    with pytest.raises(EnvServiceError, match="404"):  # closed on the env service when it ended
+                        await client.record(episode.episode_id)
     finally:
         server.stop()
         generator.close()

@@ -105,7 +105,7 @@ async def test_create_episode(conf: Conf) -> None:
             "admissible_actions": ["dec", "inc"],
             "step": 0,
             "done": False,
-            "info": {},
+            "info": {"task_type": "count"},
         }
         by_id = await create(client, task_id="counter/train/2")
         assert by_id["episode_id"] != by_index["episode_id"]

@@ -27,6 +27,7 @@ class CounterSimulator(Simulator):
             observation=f"The counter shows 0. Your task is to: count to {self.target}.",
             admissible_actions=list(ACTIONS),
             audit={"expert_plan": ["inc"] * self.target},
+            info={"task_type": "count"},
         )
 
     def step(self, action: str) -> Transition:
