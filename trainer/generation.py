@@ -1,12 +1,9 @@
 """Generation behind one interface, token-in / token-out: a prompt's token ids in; the sampled token
 ids and their sampler log-probs out. Text is never re-tokenized for training.
 
-`HFGenerator` runs a Hugging Face model in this process under our continuous-batching engine
-(`trainer.engine`): every pending request is batched with the others, and a new request joins the
-running batch between two decode steps as soon as a row and the KV budget allow, instead of
-waiting for the batch to finish. Sampling (temperature, top-p) is fixed per generator; a turn stops
-at one of the model's stop tokens (its generation config's `eos_token_id`, one or a list, and the
-tokenizer's) or at `max_new_tokens`.
+Two implementations: `trainer.engine.HFGenerator` runs a Hugging Face model in this process on our
+continuous-batching engine (kept there, so that this module imports no torch); `OpenAIGenerator`
+asks any OpenAI-compatible completions server. Sampling (temperature, top-p) is fixed per generator.
 
 The log-prob of every sampled token is the sampler's: `log_softmax(logits / temperature)`, taken
 before any top-p cut (greedy at temperature 0: the model's log-softmax). vLLM returns the same
@@ -19,18 +16,10 @@ that is the oldest one a turn can straddle).
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import logging
-import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from shared.rollout_wire import LogprobsMode
-from trainer.engine import Engine, EngineError, Sequence
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,150 +56,6 @@ class Generator(Protocol):
 
 class GenerationError(RuntimeError):
     """The backend failed a request."""
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The tokens that end a turn: the generation config's `eos_token_id` (an id or a list) and the
-    tokenizer's end-of-sequence token."""
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = configured if isinstance(configured, list) else [configured]
-    return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}
-
-
-class HFGenerator:
-    """Continuous batching over an in-process Hugging Face causal LM: one thread drives the engine,
-    `generate` is awaited from any event loop. A cancelled request leaves the batch at the next step."""
-
-    logprobs_mode: LogprobsMode = "processed_logprobs"
-    backend = "hf"
-
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        sampling: Sampling = Sampling(),
-        *,
-        max_concurrency: int = 64,
-        max_context: int = 4096,
-        kv_cache_gib: float = 2.0,
-        seed: int = 0,
-    ) -> None:
-        self.sampling = sampling
-        self.max_context = max_context
-        self.policy_version = 0
-        self.cancelled = 0  # requests whose callers gave up
-        self.engine = Engine(
-            model,
-            stop_ids=stop_token_ids(model, tokenizer),
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_rows=max_concurrency,
-            max_context=max_context,
-            kv_cache_gib=kv_cache_gib,
-            seed=seed,
-        )
-        self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
-        self._waiting: collections.deque[Sequence] = collections.deque()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="hf-generator", daemon=True)
-        self._thread.start()
-
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
-        if self._closed.is_set():
-            raise GenerationError("the generator is closed")
-        sequence = Sequence(list(prompt_ids), max_new_tokens or self.sampling.max_new_tokens)
-        try:
-            self.engine.check(sequence)
-        except EngineError as e:
-            raise GenerationError(str(e)) from e
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Completion] = loop.create_future()
-        sequence.handle = (loop, future)
-        self._inbox.put(sequence)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            sequence.cancelled = True
-            raise
-
-    def _loop(self) -> None:
-        engine = self.engine
-        while not self._closed.is_set():
-            self._take(block=not self._waiting and not engine.running)
-            self._drop_cancelled()
-            while self._waiting and engine.fits(self._waiting[0]):
-                sequence = self._waiting.popleft()
-                sequence.policy_version = self.policy_version  # the weights its first token comes from
-                try:
-                    if not engine.admit(sequence):
-                        _answer(sequence)
-                except Exception as e:
-                    log.exception("prefill failed")
-                    _answer(sequence, GenerationError(f"prefill failed: {e}"))
-            try:
-                finished = engine.step()
-            except Exception as e:
-                log.exception("decode step failed")
-                failed, engine.running = engine.running, []
-                for sequence in failed:
-                    _answer(sequence, GenerationError(f"decode step failed: {e}"))
-                continue
-            for sequence in finished:
-                _answer(sequence)
-
-    def _take(self, *, block: bool) -> None:
-        """Move what arrived into the waiting line; wait a little for something when idle."""
-        try:
-            item = self._inbox.get(timeout=0.05) if block else self._inbox.get_nowait()
-            while item is not None:
-                self._waiting.append(item)
-                item = self._inbox.get_nowait()
-        except queue.Empty:
-            pass
-
-    def _drop_cancelled(self) -> None:
-        if any(s.cancelled for s in self._waiting):
-            self.cancelled += sum(s.cancelled for s in self._waiting)
-            self._waiting = collections.deque(s for s in self._waiting if not s.cancelled)
-        for row in reversed(range(len(self.engine.running))):
-            if self.engine.running[row].cancelled:
-                self.engine.remove(row)
-                self.cancelled += 1
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
-
-    def close(self) -> None:
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._inbox.put(None)
-        self._thread.join()
-        self._take(block=False)
-        left = [*self._waiting, *self.engine.running]
-        self._waiting.clear()
-        self.engine.running = []
-        for sequence in left:
-            _answer(sequence, GenerationError("the generator was closed"))
-
-
-def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
-    """Settle a sequence's future, on its own event loop."""
-    loop, future = sequence.handle
-    outcome: Completion | GenerationError = error or Completion(
-        sequence.tokens, sequence.logprobs, sequence.finish_reason or "length", sequence.policy_version
-    )
-    with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
-        loop.call_soon_threadsafe(_settle, future, outcome)
-
-
-def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 class OpenAIGenerator:

@@ -21,15 +21,18 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.http import HttpMetrics, bearer_auth, install_common, map_errors
-from shared.models import DTYPES, LoadedModel, ModelNotFound, check_spec, load_model
-from trainer.generation import GenerationError, HFGenerator, Sampling
+from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
+from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
+from trainer.generation import GenerationError, Sampling
+
+if TYPE_CHECKING:
+    from shared.models import LoadedModel
 
 
 class CompletionRequest(BaseModel):
@@ -55,6 +58,8 @@ def create_app(
 ) -> FastAPI:
     metrics = HttpMetrics("sdar_generation")
     tokenizer = loaded.tokenizer
+
+    from trainer.engine import HFGenerator  # torch: imported only once the flags are checked
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,7 +118,7 @@ def create_app(
             "object": "text_completion",
             "created": int(time.time()),
             "model": loaded.spec,
-            "logprobs_mode": HFGenerator.logprobs_mode,
+            "logprobs_mode": request.app.state.generator.logprobs_mode,
             "choices": [choice],
             "usage": {
                 "prompt_tokens": len(ids),
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--max-context", type=int, default=4096)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights (default float32)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="weights (default float32)")
     parser.add_argument("--token", help="bearer token required on every route but /health")
     parser.add_argument("--cache-dir", type=Path)
     args = parser.parse_args(argv)
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         check_spec(args.model)
     except ModelNotFound as e:
         parser.error(str(e))
+    from shared.models import DTYPES, load_model  # torch and transformers, after the flags
+
     loaded = load_model(args.model, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
     app = create_app(loaded, Sampling(args.temperature, args.top_p), token=args.token, max_context=args.max_context)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

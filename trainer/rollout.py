@@ -37,13 +37,12 @@ from tqdm import tqdm
 
 from shared.envs_client import AsyncEnvClient, EnvServiceError
 from shared.launch import ServiceProcess
-from shared.models import DTYPES, ModelNotFound, chat_prompt_ids, check_spec, load_model, load_tokenizer
+from shared.model_specs import DTYPE_NAMES, ModelNotFound, chat_prompt_ids, check_spec
 from shared.redis import redis_server
 from shared.rollout_wire import EpisodeEnd, GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.agents import PROTOCOLS, AgentProtocol, Turn, protocol
 from trainer.buffer import Buffer, RedisBuffer
-from trainer.engine import common_prefix
-from trainer.generation import Completion, Generator, HFGenerator, OpenAIGenerator, Sampling
+from trainer.generation import Completion, Generator, OpenAIGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
 LABELS = ("task_type", "data_source", "category")
@@ -174,7 +173,8 @@ class Roller:
         self._flushing = asyncio.Lock()
         empty = chat_prompt_ids(tokenizer, [{"role": "user", "content": ""}])
         filled = chat_prompt_ids(tokenizer, [{"role": "user", "content": "x"}])
-        self._template_head = common_prefix(empty, filled)  # the chat template's tokens before the content
+        parted = (i for i, (a, b) in enumerate(zip(empty, filled, strict=False)) if a != b)
+        self._template_head = next(parted, len(empty))  # the chat template's tokens before the content
         if self.max_prompt_tokens <= len(empty):
             raise ValueError(f"max_prompt_tokens {self.max_prompt_tokens} leaves no room for a prompt")
 
@@ -400,7 +400,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a model directory")
     parser.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
+        choices=DTYPE_NAMES,
         default="float32",
         help="weights of the in-process model (default float32; bfloat16 is ~2x faster on CPUs with AMX, "
         "and its sampler log-probs differ from a float32 learner's by bf16 rounding)",
@@ -438,6 +438,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int | None]:
+    from shared.models import DTYPES, load_model, load_tokenizer  # torch and transformers, after the flags
+    from trainer.engine import HFGenerator
+
     sampling = Sampling(args.temperature, args.top_p, args.max_new_tokens)
     generator: Generator
     if args.openai_url:

@@ -11,8 +11,8 @@ import sys
 
 import httpx
 
-from services.envs.alfworld.generator import TASK_TYPES
 from shared.envs_client import EnvClient
+from shared.labels import TASK_TYPES
 from shared.launch import ServiceProcess
 
 

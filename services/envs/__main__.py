@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import uvicorn
-
-from services.envs.app import create_app
 from services.envs.registry import FACTORIES
 from shared.settings import EnvServiceSettings, from_flags, given_flags
 
@@ -62,8 +59,11 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    import uvicorn  # the server and the envs, once the flags are checked
+
+    from services.envs.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

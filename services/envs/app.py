@@ -17,7 +17,7 @@ from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
-from services.http import HttpMetrics, bearer_auth, error_response, install_common
+from shared.server import HttpMetrics, bearer_auth, error_response, install_common
 from shared.settings import EnvServiceSettings
 from shared.wire import (
     BatchStepRequest,

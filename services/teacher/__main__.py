@@ -6,11 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import uvicorn
-
-from services.teacher.app import create_app
-from services.teacher.service import PolicyError, TeacherService
-from shared.models import ModelNotFound, check_spec
+from shared.model_specs import ModelNotFound, check_spec
 from shared.settings import TeacherSettings, from_flags, given_flags
 
 
@@ -47,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> TeacherSettings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
+    import uvicorn  # torch, transformers and the server, once the flags are checked
+
+    from services.teacher.app import create_app
+    from services.teacher.service import PolicyError, TeacherService
+
     try:
         service = TeacherService(settings)  # load before listening: a bad model never opens the port
     except (ModelNotFound, PolicyError, ValueError) as e:

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from services.http import HttpMetrics, bearer_auth, install_common, map_errors
 from services.teacher.scoring import ScoringError, TooLong
 from services.teacher.service import Batcher, PolicyConflict, PolicyError, TeacherService, retrieved
 from services.teacher.skills import SkillError
+from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
 from shared.settings import TeacherSettings
 from shared.teacher_wire import (
     LoadPolicy,

@@ -135,4 +135,7 @@ def test_the_rollout_command_generates_through_the_server(
     args += ["--redis-url", redis_base_url, "--redis-prefix", redis_prefix]
     out = subprocess.run([sys.executable, "-m", "trainer.rollout", *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "groups 2, episodes 4 (0 done, 4 step_limit, 0 fault), steps 8" in out.stdout and "64 response tokens" in out.stdout
+    assert (
+        "groups 2, episodes 4 (0 done, 4 step_limit, 0 fault), steps 8" in out.stdout
+        and "64 response tokens" in out.stdout
+    )

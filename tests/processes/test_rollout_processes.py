@@ -21,7 +21,8 @@ from shared.launch import ServiceProcess
 from shared.models import load_model
 from trainer.agents import protocol
 from trainer.buffer import MemoryBuffer, RedisBuffer
-from trainer.generation import HFGenerator, Sampling
+from trainer.engine import HFGenerator
+from trainer.generation import Sampling
 from trainer.rollout import Roller, RolloutConfig
 
 pytestmark = [pytest.mark.processes, pytest.mark.redis]

@@ -23,7 +23,8 @@ from shared.rollout_wire import GroupRecord
 from shared.settings import EnvServiceSettings
 from trainer.agents import protocol
 from trainer.buffer import MemoryBuffer
-from trainer.generation import Completion, GenerationError, HFGenerator, Sampling
+from trainer.engine import HFGenerator
+from trainer.generation import Completion, GenerationError, Sampling
 from trainer.rollout import Roller, RolloutConfig
 
 

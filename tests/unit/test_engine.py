@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from shared.models import LoadedModel, load_model
-from trainer.engine import Engine, EngineError, Sequence, cumulative
-from trainer.generation import GenerationError, HFGenerator, Sampling, stop_token_ids
+from trainer.engine import Engine, EngineError, HFGenerator, Sequence, cumulative, stop_token_ids
+from trainer.generation import GenerationError, Sampling
 
 
 @pytest.fixture(scope="module")

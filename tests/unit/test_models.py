@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from shared.models import GGUF_FILE, ModelNotFound, gguf_path, load_model, load_tokenizer, smollm2_dir
+from shared.model_specs import GGUF_FILE, ModelNotFound, gguf_path
+from shared.models import load_model, load_tokenizer, smollm2_dir
 
 
 def test_tiny_is_the_same_model_in_every_load() -> None:

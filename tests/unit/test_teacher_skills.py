@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.envs.alfworld.generator import TASK_TYPES
-from services.envs.searchqa.questions import DATA_SOURCES
 from services.teacher.skills import SkillError, SkillRetriever, load_library, render
+from shared.labels import DATA_SOURCES, TASK_TYPES
 
 ALFWORLD_TYPES = list(TASK_TYPES)
 WEBSHOP_CATEGORIES = ["beauty", "electronics", "fashion", "food", "garden"]

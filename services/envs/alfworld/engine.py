@@ -3,14 +3,14 @@
 Resetting a game costs seconds on a large kitchen: parsing the domain and grammar, and translating the
 PDDL problem to SAS twice. Three things make that cost paid once:
 
-- an `Engine` (one PDDL environment with its own copy of the fast-downward library) is reused
+- a `TextWorldEngine` (one PDDL environment with its own copy of the fast-downward library) is reused
   across episodes, and an engine that has loaded a game keeps its parsed logic for it;
 - the parsed grammar (`GameLogic`) of a game is shared by every engine that loads it;
 - the PDDL-to-SAS translation, a pure function of the domain and problem texts, is memoised
   (bounded); it is also serialised, since fast-downward's translator keeps global options;
-- the `EnginePool` hands an idle engine that already holds the wanted game first.
+- the `TextWorldPool` hands an idle engine that already holds the wanted game first.
 
-The pool is bounded (see `EnginePool`).
+The pool is bounded (see `TextWorldPool`).
 
 TextWorld is not thread-safe: it parses grammar conditions with one module-level tatsu parser, and
 two engines stepping in two threads corrupt it. Every engine call therefore holds one process-wide
@@ -66,7 +66,7 @@ def clear_memos() -> None:
     pddl_logic.GameLogic.cache_clear()
 
 
-class Engine:
+class TextWorldEngine:
     """One reusable ALFWorld game engine; not thread-safe (one episode at a time).
 
     With `facts`, every state carries the game's facts (what ALFWorld's hand-coded expert reads).
@@ -100,7 +100,7 @@ class Engine:
         return state, float(score), bool(done)
 
 
-class EnginePool:
+class TextWorldPool:
     """A bounded set of engines; an idle engine that already holds the wanted game is preferred.
 
     Engines are never unloaded: fast-downward's library registers exit handlers, so unloading a copy
@@ -112,11 +112,11 @@ class EnginePool:
         self.max_engines = max_engines
         self.facts = facts
         self.wait_s = wait_s
-        self._idle: OrderedDict[int, Engine] = OrderedDict()
+        self._idle: OrderedDict[int, TextWorldEngine] = OrderedDict()
         self._available = threading.Condition()
         self.created = 0
 
-    def acquire(self, gamefile: Path) -> Engine:
+    def acquire(self, gamefile: Path) -> TextWorldEngine:
         deadline = time.monotonic() + self.wait_s
         with self._available:
             while True:
@@ -131,9 +131,9 @@ class EnginePool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._available.wait(remaining):
                     raise EnvBusy(f"all {self.max_engines} ALFWorld engines are in use; retry later")
-        return Engine(facts=self.facts)
+        return TextWorldEngine(facts=self.facts)
 
-    def release(self, engine: Engine) -> None:
+    def release(self, engine: TextWorldEngine) -> None:
         with self._available:
             self._idle[id(engine)] = engine
             self._available.notify()

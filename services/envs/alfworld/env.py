@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from services.envs.alfworld.engine import Engine, EnginePool
+from services.envs.alfworld.engine import TextWorldEngine, TextWorldPool
 from services.envs.alfworld.games import Dialect, GameSource, GeneratedGames, OfficialGames
 from services.envs.alfworld.generator import GENERATOR_VERSION
 from services.envs.base import Environment, Opening, Simulator, Task, Transition, UnknownTask
@@ -42,11 +42,11 @@ def trial_facts(gamefile: Path) -> tuple[tuple[str, ...], tuple[tuple[str, Any],
 
 
 class AlfworldSimulator(Simulator):
-    def __init__(self, pool: EnginePool, gamefile: Path, task_type: str) -> None:
+    def __init__(self, pool: TextWorldPool, gamefile: Path, task_type: str) -> None:
         self.pool = pool
         self.gamefile = gamefile
         self.task_type = task_type
-        self.engine: Engine | None = None
+        self.engine: TextWorldEngine | None = None
 
     def reset(self) -> Opening:
         if self.engine is None:
@@ -92,7 +92,7 @@ class AlfworldEnvironment(Environment):
     backend = "textworld"
     max_steps = 50
 
-    def __init__(self, games: GameSource, pool: EnginePool, dialect: str) -> None:
+    def __init__(self, games: GameSource, pool: TextWorldPool, dialect: str) -> None:
         self.games = games
         self.pool = pool
         self.dialect = dialect
@@ -101,7 +101,7 @@ class AlfworldEnvironment(Environment):
 
     @classmethod
     def from_settings(cls, settings: EnvServiceSettings) -> AlfworldEnvironment:
-        pool = EnginePool(max_engines=settings.live_cache_size + settings.sim_threads + 4)
+        pool = TextWorldPool(max_engines=settings.live_cache_size + settings.sim_threads + 4)
         games: GameSource
         data = settings.alfworld_data or official_download()
         if data is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.envs.alfworld import generator
-from services.envs.alfworld.engine import Engine, EnginePool
+from services.envs.alfworld.engine import TextWorldEngine, TextWorldPool
 from services.envs.alfworld.expert import Expert, to_dialect
 
 TASK_TYPES = generator.TASK_TYPES
@@ -82,7 +82,7 @@ class GeneratedGames(GameSource):
         self.root = root / "json_2.1.1"
         self.dialect = dialect
         self._solver_dialect = dialect if dialect.name == "2.1.2" else Dialect.load("2.1.2")
-        self.checkers = EnginePool(max_engines=2, facts=True)
+        self.checkers = TextWorldPool(max_engines=2, facts=True)
         self._locks = [threading.Lock() for _ in range(64)]
         self._paths: dict[tuple[str, int], Path] = {}  # resolved games: at most one per panel item
 
@@ -150,7 +150,7 @@ class GeneratedGames(GameSource):
             staging.rmdir()
 
     @staticmethod
-    def _expert(game: generator.GeneratedGame, path: Path, state: Any, engine: Engine) -> list[str] | None:
+    def _expert(game: generator.GeneratedGame, path: Path, state: Any, engine: TextWorldEngine) -> list[str] | None:
         expert = Expert(seed=f"alfworld-expert/{game.slot.split}/{game.slot.index}/{game.attempt}")
         try:
             expert.reset(str(path))

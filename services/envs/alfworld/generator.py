@@ -25,16 +25,11 @@ from pathlib import Path
 import alfworld.gen.constants as constants
 import alfworld.gen.goal_library as goal_library
 
+from shared import labels
+
 GENERATOR_VERSION = "1"  # bump on any change to what a (split, index) generates: it keys the game cache
 
-TASK_TYPES = (
-    "pick_and_place_simple",
-    "look_at_obj_in_light",
-    "pick_clean_then_place_in_recep",
-    "pick_heat_then_place_in_recep",
-    "pick_cool_then_place_in_recep",
-    "pick_two_obj_and_place",
-)
+TASK_TYPES = labels.TASK_TYPES
 
 # Official games per task type and split (ALFWorld, Shridhar et al. 2021, Table 1).
 SPLIT_TYPE_COUNTS: dict[str, dict[str, int]] = {

