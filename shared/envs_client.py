@@ -141,14 +141,21 @@ class _Base:
     def _delay(self, attempt: int) -> float:
         return float(self.backoff_s * 2**attempt)
 
-    @staticmethod
-    def _settled(call: _Call[Any], response: httpx.Response, attempt: int) -> bool:
-        """True if the answer is final and good, False if it is worth a retry; raises a final error."""
-        if response.is_success or (attempt > 0 and response.status_code in call.ok_statuses):
-            return True
-        if response.status_code in RETRY_STATUSES:
-            return False
-        raise _error(response)
+    def _settle(
+        self, call: _Call[Any], answer: httpx.Response | httpx.TransportError, attempt: int
+    ) -> httpx.Response | None:
+        """The retry rule, the same for both clients: the response when it is final and good, None
+        when another attempt is worth it; raises a final error."""
+        last = attempt >= self.retries
+        if isinstance(answer, httpx.TransportError):
+            if last:
+                raise answer
+            return None
+        if answer.is_success or (attempt > 0 and answer.status_code in call.ok_statuses):
+            return answer
+        if answer.status_code in RETRY_STATUSES and not last:
+            return None
+        raise _error(answer)
 
 
 class EnvClient(_Base):
@@ -177,20 +184,19 @@ class EnvClient(_Base):
         self._http.close()
 
     def _send(self, call: _Call[T]) -> T:
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        attempt = 0
+        while True:
             try:
-                response = self._http.request(call.method, call.path, json=call.json, params=call.params or None)
-            except httpx.TransportError:
-                if last:
-                    raise
-            else:
-                if self._settled(call, response, attempt):
-                    return call.parse(response)
-                if last:
-                    raise _error(response)
+                answer: httpx.Response | httpx.TransportError = self._http.request(
+                    call.method, call.path, json=call.json, params=call.params or None
+                )
+            except httpx.TransportError as e:
+                answer = e
+            final = self._settle(call, answer, attempt)
+            if final is not None:
+                return call.parse(final)
             time.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     def health(self) -> Health:
         return self._send(_Calls.health())
@@ -258,20 +264,19 @@ class AsyncEnvClient(_Base):
         await self._http.aclose()
 
     async def _send(self, call: _Call[T]) -> T:
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        attempt = 0
+        while True:
             try:
-                response = await self._http.request(call.method, call.path, json=call.json, params=call.params or None)
-            except httpx.TransportError:
-                if last:
-                    raise
-            else:
-                if self._settled(call, response, attempt):
-                    return call.parse(response)
-                if last:
-                    raise _error(response)
+                answer: httpx.Response | httpx.TransportError = await self._http.request(
+                    call.method, call.path, json=call.json, params=call.params or None
+                )
+            except httpx.TransportError as e:
+                answer = e
+            final = self._settle(call, answer, attempt)
+            if final is not None:
+                return call.parse(final)
             await asyncio.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     async def health(self) -> Health:
         return await self._send(_Calls.health())

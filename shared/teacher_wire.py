@@ -84,22 +84,33 @@ class ScoreRequest(Request):
 
 
 class ScoredItem(Response):
+    """One response, scored token by token; every per-token list is as long as the response."""
+
     skills: list[str]
+    """The ids of the skills in the teacher's privileged prompt, in the order shown."""
     retrieved: list[RetrievedSkill] = Field(default_factory=list)
     """The skills with their scores and why they were chosen (`skills: auto`)."""
     tokens: list[str] = Field(default_factory=list)
     """Each response token as text, for reading the numbers by hand."""
     student_logprobs: list[float]
+    """log p(token) under the policy given the student's exact prompt ids."""
     teacher_logprobs: list[float]
+    """log p(token) under the teacher (the same policy, by default) given the privileged prompt."""
     gap: list[float]
+    """`teacher_logprobs - student_logprobs`: positive where the skills make the token likelier."""
     gate: list[float]
+    """`sigmoid(beta * gap)` at the request's `beta` (sdar.md §3): the weight SDAR gives the token."""
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    """The teacher's `top_logprobs` most likely tokens at each position, `(token_id, logprob)`."""
     teacher_prompt_tokens: int
+    """Length of the privileged prompt after truncation (skills are never cut)."""
 
 
 class ScoreResponse(Response):
     policy_version: int
+    """The policy version whose weights scored every item of this response."""
     items: list[ScoredItem]
+    """One per request item, in order."""
 
 
 class PolicyInfo(Response):

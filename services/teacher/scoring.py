@@ -196,9 +196,14 @@ class Scorer:
         student_model: Any,
         teacher_model: Any,
         *,
-        beta: float = 5.0,
+        beta: float | Sequence[float] = 5.0,
         top_k: int = 0,
     ) -> list[Scored]:
+        """Score each item; `beta` is one gate sharpness for all, or one per item (a batch that merges
+        requests of several callers)."""
+        betas = [float(beta)] * len(items) if isinstance(beta, int | float) else list(beta)
+        if len(betas) != len(items):
+            raise ValueError("one beta per item")
         students = [self.student_prompt(item) for item in items]
         for prompt in students:
             if not prompt:
@@ -211,7 +216,7 @@ class Scorer:
             teacher_model, [(t, i.response_token_ids) for t, i in zip(teachers, items, strict=True)], top_k
         )
         scored = []
-        for (s, _), (t, top), prompt in zip(student, teacher, teachers, strict=True):
-            gap, g = gate(t, s, beta)
+        for (s, _), (t, top), prompt, b in zip(student, teacher, teachers, betas, strict=True):
+            gap, g = gate(t, s, b)
             scored.append(Scored(s.tolist(), t.tolist(), gap.tolist(), g.tolist(), len(prompt), top))
         return scored

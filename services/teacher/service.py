@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoModelForCausalLM
 
-from services.teacher.scoring import Item, Scorer, ScoringError, gate
+from services.teacher.scoring import Item, Scorer, ScoringError
 from services.teacher.skills import Chosen, SkillError, SkillRetriever, render
 from shared.models import DTYPES, LoadedModel, load_model
 from shared.settings import TeacherSettings
@@ -143,14 +142,14 @@ class TeacherService:
         policy = self.policy  # one version for the whole pass
         flat = [item for p in batch for item, _ in p.items]
         top_k = max(p.request.top_logprobs for p in batch)
-        raw = self.scorer.score(flat, policy.model, self.teacher_model(policy), top_k=top_k)
+        betas = [p.request.beta for p in batch for _ in p.items]  # the gate once, at each request's beta
+        raw = self.scorer.score(flat, policy.model, self.teacher_model(policy), beta=betas, top_k=top_k)
         if on_batch is not None:
             on_batch(len(flat), len(batch))
         responses, start = [], 0
         for p in batch:
             request, out = p.request, []
             for (item, chosen), s in zip(p.items, raw[start : start + len(p.items)], strict=True):
-                gap, g = gate(torch.tensor(s.teacher_logprobs), torch.tensor(s.student_logprobs), request.beta)
                 out.append(
                     ScoredItem(
                         skills=[c.skill.id for c in chosen],
@@ -158,8 +157,8 @@ class TeacherService:
                         tokens=[self.tokenizer.decode([t]) for t in item.response_token_ids],
                         student_logprobs=s.student_logprobs,
                         teacher_logprobs=s.teacher_logprobs,
-                        gap=gap.tolist(),
-                        gate=g.tolist(),
+                        gap=s.gap,
+                        gate=s.gate,
                         top_logprobs=[row[: request.top_logprobs] for row in s.top_logprobs or []]
                         if request.top_logprobs
                         else None,

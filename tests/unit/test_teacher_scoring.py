@@ -55,8 +55,10 @@ def test_log_probs_equal_a_direct_forward_pass(tiny: LoadedModel) -> None:
         Item(responses[1], prompt_token_ids=prompts[1]),
         Item(responses[2], messages=[{"role": "user", "content": "Say ok."}], skills="- Be brief."),
     ]
-    scored = scorer.score(items, tiny.model, other, beta=5.0, top_k=4)
-    for item, s in zip(items, scored, strict=True):
+    betas = [5.0, 0.5, 12.0]  # one per item: a batch merges requests of several callers
+    scored = scorer.score(items, tiny.model, other, beta=betas, top_k=4)
+    for item, s, beta in zip(items, scored, betas, strict=True):
+        assert s.gate == pytest.approx([1 / (1 + math.exp(-beta * g)) for g in s.gap], abs=1e-6)
         student_prompt = scorer.student_prompt(item)
         teacher_prompt = scorer.teacher_prompt(item, student_prompt)
         assert s.student_logprobs == pytest.approx(
