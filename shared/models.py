@@ -45,7 +45,7 @@ TINY_CONFIG: dict[str, Any] = {
     "max_position_embeddings": 4096,
     "tie_word_embeddings": True,
 }
-_lock = threading.Lock()  # one conversion at a time per process
+_lock = threading.RLock()  # one conversion at a time per process (the model's builds the tokenizer's)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _build_tokenizer(source: Path, out: Path) -> None:
     AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(out)
 
 
-def _build_model(source: Path, out: Path) -> None:
+def _build_model(source: Path, out: Path, tokenizer_dir: Path) -> None:
     log.info("converting %s into a plain safetensors directory (once)", source.name)
     quantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     config = quantized.config
@@ -104,12 +104,18 @@ def _build_model(source: Path, out: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.save_pretrained(out)
-    AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
 
 
 def smollm2_dir(cache_dir: Path | None = None) -> Path:
     """The converted SmolLM2 directory (converting it the first time)."""
-    return _converted("hf", cache_dir or default_cache_dir(), _build_model)
+    cache = cache_dir or default_cache_dir()
+
+    def build(source: Path, out: Path) -> None:
+        # the tokenizer comes from its own conversion (shared with `tiny`): the GGUF's vocabulary is parsed once
+        _build_model(source, out, _converted("tokenizer", cache, _build_tokenizer))
+
+    return _converted("hf", cache, build)
 
 
 def load_tokenizer(spec: str = DEFAULT, cache_dir: Path | None = None) -> Any:

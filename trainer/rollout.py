@@ -437,7 +437,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+async def probe(env_url: str, env: str, split: str) -> int:
+    """The number of tasks in the split, asked with few retries: a wrong URL is an error in a second,
+    not after the backoff of a long run's client (which rides out an env restart)."""
+    async with AsyncEnvClient(env_url, retries=2) as client:
+        try:
+            return (await client.tasks(env, split, 0, 1)).total
+        except EnvServiceError as e:
+            raise SystemExit(f"python -m trainer.rollout: error: {e.message}") from None
+        except httpx.TransportError as e:
+            raise SystemExit(f"python -m trainer.rollout: error: no env service at {env_url} ({e})") from None
+
+
 async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tuple[Summary, int | None]:
+    total = await probe(env_url, args.env, args.split)
+    if args.offset + args.groups > total:
+        raise SystemExit(f"{args.env}/{args.split} has {total} tasks; --offset + --groups is past its end")
+    tasks = [f"{args.env}/{args.split}/{args.offset + i}" for i in range(args.groups)]
+
     from shared.models import DTYPES, load_model, load_tokenizer  # torch and transformers, after the flags
     from trainer.engine import HFGenerator
 
@@ -450,8 +467,8 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
         loaded = load_model(args.model, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
         tokenizer = loaded.tokenizer
         generator = HFGenerator(loaded.model, tokenizer, sampling, max_concurrency=args.concurrency)
-    buffer = RedisBuffer(redis_url, prefix=args.redis_prefix)
     generator.policy_version = args.policy_version
+    buffer = RedisBuffer(redis_url, prefix=args.redis_prefix)
     config = RolloutConfig(
         env=args.env,
         group_size=args.group_size,
@@ -461,15 +478,6 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
     )
     try:
         async with AsyncEnvClient(env_url, retries=6) as client:
-            try:
-                total = (await client.tasks(args.env, args.split, 0, 1)).total
-            except EnvServiceError as e:
-                raise SystemExit(f"python -m trainer.rollout: error: {e.message}") from None
-            except httpx.TransportError as e:
-                raise SystemExit(f"python -m trainer.rollout: error: no env service at {env_url} ({e})") from None
-            if args.offset + args.groups > total:
-                raise SystemExit(f"{args.env}/{args.split} has {total} tasks; --offset + --groups is past its end")
-            tasks = [f"{args.env}/{args.split}/{args.offset + i}" for i in range(args.groups)]
             roller = Roller(client, generator, tokenizer, protocol(args.env), buffer, config)
             with tqdm(total=args.groups, desc=f"{args.env} groups", unit="group") as bar:
                 summary = await roller.run(tasks, mode=args.mode, on_group=lambda _: bar.update())

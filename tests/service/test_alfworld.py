@@ -3,10 +3,13 @@ follow environments.md §1.5, both dialects, official-format trees, and a bounde
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,29 +56,56 @@ async def play_expert(client: httpx.AsyncClient, task_id: str) -> tuple[dict, li
     return episode, results
 
 
+@dataclass
+class ExpertRun:
+    task_id: str
+    episode: dict[str, Any]
+    results: list[dict[str, Any]]
+    record: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def expert_runs(alfworld_cache: Path) -> dict[str, dict[str, ExpertRun]]:
+    """The expert on the first task of each type of every panel, played once over HTTP for every test
+    that reads its transcripts (a TextWorld step costs ~140 ms)."""
+
+    async def play_all() -> dict[str, dict[str, ExpertRun]]:
+        runs: dict[str, dict[str, ExpertRun]] = {}
+        async with serve(alfworld(alfworld_cache)) as client:
+            for split in SPLITS:
+                runs[split] = {}
+                for task_type, task_id in (await first_of_type(client, split)).items():
+                    episode, results = await play_expert(client, task_id)
+                    record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+                    runs[split][task_type] = ExpertRun(task_id, episode, results, record)
+        return runs
+
+    return asyncio.run(play_all())
+
+
 @pytest.mark.parametrize("split", SPLITS)
-async def test_expert_wins_every_task_type(split: str, alfworld_cache: Path) -> None:
-    async with serve(alfworld(alfworld_cache)) as client:
-        for task_type, task_id in (await first_of_type(client, split)).items():
-            episode, results = await play_expert(client, task_id)
-            assert episode["info"]["task_type"] == task_type
-            assert all(not r["done"] for r in results[:-1])
-            last = results[-1]
-            assert last["won"] and last["done"] and not last["truncated"] and last["reward"] == 1.0, task_id
-            assert all(r["info"]["task_type"] == task_type and r["admissible_actions"] for r in results)
+def test_expert_wins_every_task_type(split: str, expert_runs: dict[str, dict[str, ExpertRun]]) -> None:
+    assert set(expert_runs[split]) == set(TASK_TYPES)
+    for task_type, run in expert_runs[split].items():
+        episode, results = run.episode, run.results
+        assert episode["info"]["task_type"] == task_type
+        assert all(not r["done"] for r in results[:-1])
+        last = results[-1]
+        assert last["won"] and last["done"] and not last["truncated"] and last["reward"] == 1.0, run.task_id
+        assert all(r["info"]["task_type"] == task_type and r["admissible_actions"] for r in results)
+        assert run.record["actions"] == run.record["expert_plan"] and run.record["done"]
 
 
-async def test_texts_follow_the_reference(alfworld_cache: Path) -> None:
+async def test_texts_follow_the_reference(alfworld_cache: Path, expert_runs: dict[str, dict[str, ExpertRun]]) -> None:
+    run = expert_runs["valid_seen"]["pick_heat_then_place_in_recep"]
+    heat, episode, results, record = run.task_id, run.episode, run.results, run.record
     async with serve(alfworld(alfworld_cache)) as client:
-        heat = (await first_of_type(client, "valid_seen"))["pick_heat_then_place_in_recep"]
-        episode, results = await play_expert(client, heat)
         intro = INTRO.fullmatch(episode["observation"])
         assert intro, episode["observation"]
         assert intro["goal"] == episode["task"]
         assert re.fullmatch(r"(put a hot|heat some) [a-z]+ (in|and put it in) [a-z]+", episode["task"])
         assert "help" in episode["admissible_actions"] and "look" in episode["admissible_actions"]
         assert episode["admissible_actions"] == sorted(set(episode["admissible_actions"]))
-        record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
         for action, result in zip(record["expert_plan"], results, strict=True):
             text = result["observation"]
             if action.startswith("go to "):
@@ -161,15 +191,14 @@ async def test_the_2_1_1_dialect(tmp_path_factory: pytest.TempPathFactory) -> No
 
 
 async def test_official_tree_runs_unchanged(
-    alfworld_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    alfworld_cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    expert_runs: dict[str, dict[str, ExpertRun]],
 ) -> None:
     """Generated games laid out as the official download, loaded through `$ALFWORLD_DATA`."""
-    async with serve(alfworld(alfworld_cache)) as client:
-        wanted = await first_of_type(client, "valid_seen")
-        transcripts = {}
-        for task_id in wanted.values():
-            episode, results = await play_expert(client, task_id)
-            transcripts[episode["observation"]] = [r["observation"] for r in results]
+    wanted = expert_runs["valid_seen"]
+    transcripts = {r.episode["observation"]: [x["observation"] for x in r.results] for r in wanted.values()}
     source = alfworld_cache / "alfworld"
     (generated,) = source.glob("generated-*-2.1.2")
     for trial in (generated / "json_2.1.1" / "valid_seen").glob("*/trial_*"):
@@ -262,7 +291,7 @@ async def test_batch_route_steps_many_alfworld_episodes_at_once(alfworld_cache: 
     async with serve(alfworld(alfworld_cache, sim_threads=8)) as client:
         tasks = list((await first_of_type(client, "valid_seen")).values())
         episodes = []
-        for i in range(24):
+        for i in range(12):  # two of each task type: more than the 8 worker threads
             episode = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": tasks[i % len(tasks)]})).json()
             plan = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()["expert_plan"]
             episodes.append((episode["episode_id"], plan))

@@ -3,14 +3,17 @@ local directories, and clear errors instead of downloads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from shared.model_specs import GGUF_FILE, ModelNotFound, gguf_path
 from shared.models import load_model, load_tokenizer, smollm2_dir
+from tests.golden_smollm2 import fingerprint
 
 
 def test_tiny_is_the_same_model_in_every_load() -> None:
@@ -57,6 +60,18 @@ def test_smollm2_is_converted_once_and_equals_the_gguf_model(sdar_cache: Path) -
     assert again.path == first.path
     tokenizer = load_tokenizer("smollm2", sdar_cache)
     assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>")
+    # the GGUF model's logits, as transformers' GGUF loader computes them (tests/golden_smollm2.py)
+    golden = json.loads((Path(__file__).parents[1] / "data" / "smollm2_golden.json").read_text())
+    got = fingerprint(first.model, tokenizer)
+    assert got["prompt_ids"] == golden["prompt_ids"] and got["top_ids"] == golden["top_ids"]
+    for key in ("top_logits", "sum", "sum_of_squares"):
+        assert np.allclose(got[key], golden[key], rtol=1e-5, atol=1e-4), key
+
+
+@pytest.mark.sweep
+def test_smollm2_converted_equals_the_gguf_model_loaded_by_transformers(sdar_cache: Path) -> None:
+    first = load_model("smollm2", cache_dir=sdar_cache)
+    tokenizer = load_tokenizer("smollm2", sdar_cache)
     source = gguf_path()
     quantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     ids = torch.tensor([tokenizer.encode("The capital of France is")])
