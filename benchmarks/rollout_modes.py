@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--buffer-groups", type=int, default=500)
+    parser.add_argument("--buffer-only", action="store_true", help="measure only the buffer")
     parser.add_argument(
         "--prefix-sharing", action="store_true", help="also run async with the engine's prompt-prefix sharing off"
     )
@@ -176,6 +177,12 @@ def main() -> None:
         "--env-latency-ms", default="0", help="LOW,HIGH: delay each env step by LOW-HIGH ms (a slower env); 0 for none"
     )
     args = parser.parse_args()
+    if not args.buffer_only:
+        rollout_modes(args)
+    buffers(args)
+
+
+def rollout_modes(args: argparse.Namespace) -> None:
     with ServiceProcess("services.envs", ["--envs", args.env]) as server:
         rates = asyncio.run(modes(args, server.url))
     print(
@@ -188,6 +195,9 @@ def main() -> None:
     for mode, values in rates.items():
         median = statistics.median(values)
         print(f"| {mode} | {', '.join(f'{v:.2f}' for v in values)} | {median:.2f} | {median / base:.2f} |")
+
+
+def buffers(args: argparse.Namespace) -> None:
     with redis_server() as url:
         redis_put, redis_get = asyncio.run(buffer_rate(RedisBuffer(url, prefix="bench:"), args.buffer_groups))
     memory_put, memory_get = asyncio.run(buffer_rate(MemoryBuffer(), args.buffer_groups))

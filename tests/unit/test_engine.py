@@ -171,7 +171,7 @@ def test_the_cdf_keeps_the_tail_of_a_large_vocabulary() -> None:
     assert masses.dtype == torch.float64
     assert masses.tolist() == pytest.approx([2e-8] * (vocabulary - 1), rel=1e-4)
     float32 = torch.diff(probs.cumsum(dim=-1), dim=-1)[0]  # what a float32 CDF would give them
-    assert float32.min() == 0 or float32.max() / 2e-8 > 1.5
+    assert float32.max() == 0  # in float32, 0.997 + 2e-8 rounds back to 0.997: the whole tail has no mass
 
 
 def test_a_zero_temperature_is_greedy() -> None:
