@@ -19,3 +19,7 @@ DATA_SOURCES = ("nq", "triviaqa", "popqa", "hotpotqa", "2wiki", "musique", "bamb
 
 CATEGORIES = ("beauty", "electronics", "fashion", "food", "garden")
 """WebShop's product categories (`category`)."""
+
+LABEL_KEYS = ("task_type", "data_source", "category")
+"""The keys under which an env names a task's label (in a task, an episode's `info`, the rollout
+record, the teacher's skill-routing metadata); each env has one of them."""

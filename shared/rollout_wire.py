@@ -3,8 +3,8 @@ learners read. Versioned: a reader refuses a record of another `schema` instead 
 
 One step of an episode is one training sample (DESIGN §4): the exact prompt token ids, the sampled
 response token ids and their sampler log-probs, and what the env said of the step. Every episode
-says how it ended (`end`), and a faulted one is kept for audit but never trained on: the learner
-drops it, and drops a group with fewer than two usable episodes.
+says how it ended (`end`), and a faulted one is kept for audit but is not to be trained on: a
+learner drops it, and drops a group with fewer than two usable episodes.
 """
 
 from __future__ import annotations

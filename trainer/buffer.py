@@ -3,19 +3,22 @@ the learner's update is checkpointed (DESIGN §6).
 
 Both implementations (`RedisBuffer` on a Redis stream read through a consumer group, `MemoryBuffer`
 in this process) keep these rules, and one test suite holds them to it:
-- `put` appends a group (zlib-compressed JSON of `shared.rollout_wire.GroupRecord`).
-- `get` hands this consumer up to n groups, never one it already holds: first, once per consumer
-  life, the groups its name held unacknowledged when it last died (a restarted learner); then
-  groups another consumer has held unacknowledged for `claim_idle_ms` (a dead learner's); then new
-  ones. Each `get` also refreshes the idle time of the groups this consumer holds, so a live learner
-  that calls `get` (or `keepalive`) more often than `claim_idle_ms` never loses them to another.
-- `ack` acknowledges and deletes groups once their update is checkpointed: never delivered again.
+- `put` appends a group (zlib-compressed JSON of `shared.rollout_wire.GroupRecord`), once per group
+  id: a put retried after a lost reply returns the entry it made the first time.
+- `get` hands this consumer up to n groups, never one it already holds: first what its name held
+  unacknowledged when it last died (a restarted learner), then groups another consumer has left
+  unacknowledged for `claim_idle_ms` (a dead learner's), then new ones. Every `get`, `keepalive` and
+  `ack` refreshes the idle time of everything this consumer owns, so a live learner that calls one
+  of them more often than `claim_idle_ms` never loses a group to another; a restarted one takes back
+  only what it still owns, checked atomically.
+- `ack` acknowledges and deletes the groups this consumer holds once their update is checkpointed:
+  never delivered again. A group it lost to another consumer is not acknowledged (it is returned).
 - A group about to be delivered for more than the `max_deliveries`-th time (its learners keep dying
   on it), or a record that does not parse, goes to the dead-letter stream with the reason, is
   counted (`dead_lettered`) and is never handed out.
-- A record of another `schema` is refused: left on the stream for a learner of its own build,
-  logged as an error and counted (`refused_schema`), never deleted, and not taken again by this
-  consumer in this life.
+- A record of another `schema` is refused: left on the stream for a learner of its own build with
+  its delivery count unchanged, logged as an error and counted (`refused_schema`, once by each
+  consumer that meets it), never deleted, and not taken again by this consumer in this life.
 - A group more than `max_staleness` policy versions older than the learner's is acknowledged
   without being handed out, and counted (`dropped_stale`).
 """
@@ -76,7 +79,7 @@ class Buffer(Protocol):
 
     async def keepalive(self) -> None: ...
 
-    async def ack(self, ids: list[str]) -> None: ...
+    async def ack(self, ids: list[str]) -> list[str]: ...
 
     async def stats(self) -> BufferStats: ...
 
@@ -101,8 +104,19 @@ class Pending:
     """Times delivered so far."""
 
 
+@dataclass(frozen=True)
+class PendingEntry:
+    """An entry handed out and not acknowledged (what `XPENDING` lists)."""
+
+    id: str
+    consumer: str
+    deliveries: int
+    idle_ms: int
+
+
 class StreamBuffer(abc.ABC):
-    """The delivery rules, written once over a few stream primitives that each store implements."""
+    """The delivery rules, written once over a few stream primitives that each store implements.
+    One call at a time per consumer (a lock), so a `keepalive` on a timer never races a `get`."""
 
     def __init__(self, consumer: str, max_staleness: int, claim_idle_ms: int, max_deliveries: int) -> None:
         if max_deliveries < 1:
@@ -112,30 +126,41 @@ class StreamBuffer(abc.ABC):
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self._held: dict[str, None] = {}  # handed out in this life, not acknowledged (ordered)
-        self._refused: set[str] = set()
-        self._backlog: deque[Pending] | None = None  # what this name held when it last died
+        self._refused: set[str] = set()  # of another schema: left alone by this consumer in this life
+        self._lock = asyncio.Lock()
 
     # -- primitives -----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def _append(self, fields: Fields) -> str: ...
+    async def _append(self, group_id: str, fields: Fields) -> str:
+        """Append, once per group id: a put retried after a lost reply returns the first entry's id."""
 
     @abc.abstractmethod
-    async def _owned(self) -> list[Pending]:
-        """This consumer's unacknowledged entries, oldest first."""
+    async def pending(self) -> list[PendingEntry]:
+        """Every unacknowledged entry of every consumer, oldest first."""
 
     @abc.abstractmethod
-    async def _idle_others(self, count: int) -> list[Pending]:
-        """Other consumers' entries unacknowledged for at least `claim_idle_ms`, oldest first."""
+    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
+        """Up to `count` entries of other consumers unacknowledged for at least `claim_idle_ms`, oldest
+        first, those in `skip` left out."""
 
     @abc.abstractmethod
     async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
-        """Take entries still idle for `min_idle_ms` over to this consumer, counting a delivery; their
-        fields (None for an entry deleted meanwhile, which leaves the pending list)."""
+        """Take other consumers' entries still idle for `min_idle_ms` over to this consumer, counting a
+        delivery; their fields (None for an entry deleted meanwhile)."""
+
+    @abc.abstractmethod
+    async def _claim_own(self, ids: list[str]) -> dict[str, Fields | None]:
+        """Count a delivery of entries this consumer still owns (checked atomically, so one that another
+        consumer has claimed meanwhile is left to it); their fields (None for a deleted entry)."""
 
     @abc.abstractmethod
     async def _touch(self, ids: list[str]) -> None:
-        """Reset the idle time of entries this consumer holds (no delivery counted)."""
+        """Reset the idle time of the entries among `ids` that this consumer still owns; no delivery counted."""
+
+    @abc.abstractmethod
+    async def _set_deliveries(self, entry_id: str, deliveries: int) -> None:
+        """Put an entry's delivery count back (a refused record was not delivered)."""
 
     @abc.abstractmethod
     async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]: ...
@@ -156,40 +181,47 @@ class StreamBuffer(abc.ABC):
     async def put(self, group: GroupRecord) -> str:
         fields = encode(group)
         decode(fields)  # what a reader will parse
-        return await self._append(fields)
+        return await self._append(group.group_id, fields)
+
+    async def _refresh(self) -> list[Pending]:
+        """What this consumer owns; the idle time of all of it (held groups, and what a previous life
+        left) reset, so that nobody claims it from a live consumer. Groups lost to another consumer
+        (this one was silent for longer than `claim_idle_ms`) are dropped from what it holds."""
+        owned = [Pending(e.id, e.deliveries) for e in await self.pending() if e.consumer == self.consumer]
+        mine = {p.id for p in owned}
+        for lost in [i for i in self._held if i not in mine]:
+            log.error("group %s was claimed by another consumer while held here: its update must not be acked", lost)
+            del self._held[lost]
+        await self._touch([p.id for p in owned if p.id not in self._refused])
+        return owned
 
     async def keepalive(self) -> None:
-        """Refresh the idle time of what this consumer holds, so nobody claims it from a live learner."""
-        if not self._held:
-            return
-        owned = {p.id for p in await self._owned()}
-        for lost in [i for i in self._held if i not in owned]:
-            log.error("group %s was claimed by another consumer while held here; its update must not be acked", lost)
-            del self._held[lost]
-        await self._touch(list(self._held))
+        """Refresh what this consumer holds: call it more often than `claim_idle_ms` during a long update."""
+        async with self._lock:
+            await self._refresh()
 
     async def get(self, count: int, *, policy_version: int, block_ms: int = 0) -> list[Delivery]:
-        await self.keepalive()
-        entries: list[tuple[str, Fields | None, int]] = []
-        if self._backlog is None:
-            self._backlog = deque(p for p in await self._owned() if p.id not in self._held)
-        while self._backlog and len(entries) < count:
-            batch = [self._backlog.popleft() for _ in range(min(count - len(entries), len(self._backlog)))]
-            claimed = await self._claim([p.id for p in batch], 0)
-            entries += [(p.id, claimed.get(p.id), p.deliveries + 1) for p in batch if p.id in claimed]
-        if len(entries) < count:
-            idle = await self._idle_others(count - len(entries))
-            claimed = await self._claim([p.id for p in idle], self.claim_idle_ms)
-            entries += [(p.id, claimed[p.id], p.deliveries + 1) for p in idle if p.id in claimed]
-        if len(entries) < count:
-            entries += [(i, f, 1) for i, f in await self._read_new(count - len(entries), block_ms)]
-        out = []
-        for entry_id, fields, deliveries in entries:
-            delivery = await self._judge(entry_id, fields, deliveries, policy_version)
-            if delivery is not None:
-                self._held[entry_id] = None
-                out.append(delivery)
-        return out
+        async with self._lock:
+            owned = await self._refresh()
+            entries: list[tuple[str, Fields | None, int]] = []
+            # what this consumer's name held when it last died: everything it owns but holds or refused
+            backlog = [p for p in owned if p.id not in self._held and p.id not in self._refused][:count]
+            if backlog:
+                claimed = await self._claim_own([p.id for p in backlog])
+                entries += [(p.id, claimed[p.id], p.deliveries + 1) for p in backlog if p.id in claimed]
+            if len(entries) < count:
+                idle = await self._idle_others(count - len(entries), self._refused)
+                claimed = await self._claim([p.id for p in idle], self.claim_idle_ms)
+                entries += [(p.id, claimed[p.id], p.deliveries + 1) for p in idle if p.id in claimed]
+            if len(entries) < count:
+                entries += [(i, f, 1) for i, f in await self._read_new(count - len(entries), block_ms)]
+            out = []
+            for entry_id, fields, deliveries in entries:
+                delivery = await self._judge(entry_id, fields, deliveries, policy_version)
+                if delivery is not None:
+                    self._held[entry_id] = None
+                    out.append(delivery)
+            return out
 
     async def _judge(
         self, entry_id: str, fields: Fields | None, deliveries: int, policy_version: int
@@ -200,16 +232,17 @@ class StreamBuffer(abc.ABC):
             return None
         schema = fields.get(b"schema", b"").decode(errors="replace")
         if schema and schema != str(SCHEMA):
+            await self._set_deliveries(entry_id, deliveries - 1)  # not delivered: its own build gets it whole
             if entry_id not in self._refused:
                 self._refused.add(entry_id)
                 await self._count("refused_schema", 1)
-            log.error(
-                "rollout record %s has schema %s; this learner reads schema %s: left on the stream for a learner "
-                "of its build",
-                entry_id,
-                schema,
-                SCHEMA,
-            )
+                log.error(
+                    "rollout record %s has schema %s; this learner reads schema %s: left on the stream for a "
+                    "learner of its build",
+                    entry_id,
+                    schema,
+                    SCHEMA,
+                )
             return None
         if deliveries > self.max_deliveries:
             why = f"delivered {deliveries} times (max_deliveries {self.max_deliveries})"
@@ -226,16 +259,55 @@ class StreamBuffer(abc.ABC):
             return None
         return Delivery(entry_id, group, deliveries)
 
-    async def ack(self, ids: list[str]) -> None:
-        if ids:
-            await self._remove(ids)
-            for entry_id in ids:
-                self._held.pop(entry_id, None)
+    async def ack(self, ids: list[str]) -> list[str]:
+        """Acknowledge (and delete) groups this consumer holds; returns the ids it does not hold (lost to
+        another consumer, or never handed out here), which are left alone."""
+        async with self._lock:
+            await self._refresh()  # forgets what another consumer has claimed meanwhile
+            held = [i for i in ids if i in self._held]
+            foreign = [i for i in ids if i not in self._held]
+            if foreign:
+                log.error("not acknowledging %d group(s) this consumer does not hold: %s", len(foreign), foreign[:5])
+            if held:
+                await self._remove(held)
+                for entry_id in held:
+                    del self._held[entry_id]
+            return foreign
+
+
+# Appends a group once: a put retried after a lost reply (or redis-py's own retry) returns the first id.
+# KEYS: the stream, the group's marker; ARGV: the marker's lifetime (s), then field, value, ...
+_APPEND_ONCE = """
+local seen = redis.call('GET', KEYS[2])
+if seen then return seen end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+return id
+"""
+# Claims (or, with ARGV[3] = '1', only touches) the entries among ARGV[4:] that ARGV[2] still owns.
+# KEYS: the stream; ARGV: group, consumer, touch-only flag, ids. Returns id, fields, id, fields, ...
+_CLAIM_OWN = """
+local out = {}
+for i = 4, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    if ARGV[3] == '1' then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      local entries = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i])
+      table.insert(out, ARGV[i])
+      table.insert(out, entries[1] and entries[1][2] or {})
+    end
+  end
+end
+return out
+"""
 
 
 class RedisBuffer(StreamBuffer):
     """Groups on a Redis stream (`{prefix}groups`), read through a consumer group; the dead-letter
-    stream is `{prefix}dead` and the counters are the hash `{prefix}counters`."""
+    stream is `{prefix}dead`, the counters are the hash `{prefix}counters`, and `{prefix}put:<group id>`
+    marks a group written (for a week)."""
 
     def __init__(
         self,
@@ -250,10 +322,13 @@ class RedisBuffer(StreamBuffer):
     ) -> None:
         super().__init__(consumer, max_staleness, claim_idle_ms, max_deliveries)
         self.redis: Any = aioredis.Redis.from_url(url)
+        self.prefix = prefix
         self.stream = f"{prefix}groups"
         self.dead = f"{prefix}dead"
         self.counters = f"{prefix}counters"
         self.group = group
+        self._append_once = self.redis.register_script(_APPEND_ONCE)
+        self._claim_own_script = self.redis.register_script(_CLAIM_OWN)
         self._ready = False
 
     async def _ensure(self) -> None:
@@ -266,36 +341,59 @@ class RedisBuffer(StreamBuffer):
                 raise
         self._ready = True
 
-    async def _append(self, fields: Fields) -> str:
+    async def _append(self, group_id: str, fields: Fields) -> str:
         await self._ensure()
-        return _text(await self.redis.xadd(self.stream, fields))
+        flat = [x for pair in fields.items() for x in pair]
+        marker = f"{self.prefix}put:{group_id}"
+        return _text(await self._append_once(keys=[self.stream, marker], args=[7 * 86400, *flat]))
 
-    async def _pending(self, **kwargs: Any) -> list[dict[str, Any]]:
+    async def pending(self) -> list[PendingEntry]:
         await self._ensure()
-        return list(await self.redis.xpending_range(self.stream, self.group, "-", "+", **kwargs))
+        out, start = [], "-"
+        while True:
+            rows = await self.redis.xpending_range(self.stream, self.group, start, "+", 1000)
+            out += [_pending_entry(r) for r in rows]
+            if len(rows) < 1000:
+                return out
+            start = f"({_text(rows[-1]['message_id'])}"
 
-    async def _owned(self) -> list[Pending]:
-        rows = await self._pending(count=100_000, consumername=self.consumer)
-        return [Pending(_text(r["message_id"]), int(r["times_delivered"])) for r in rows]
-
-    async def _idle_others(self, count: int) -> list[Pending]:
-        rows = await self._pending(count=count + 1000, idle=self.claim_idle_ms)
-        others = [r for r in rows if _text(r["consumer"]) != self.consumer]
-        return [Pending(_text(r["message_id"]), int(r["times_delivered"])) for r in others[:count]]
+    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
+        await self._ensure()
+        out: list[Pending] = []
+        start = "-"
+        while len(out) < count:
+            rows = await self.redis.xpending_range(self.stream, self.group, start, "+", 256, idle=self.claim_idle_ms)
+            for row in map(_pending_entry, rows):
+                if row.consumer != self.consumer and row.id not in skip:
+                    out.append(Pending(row.id, row.deliveries))
+            if len(rows) < 256:
+                break
+            start = f"({_text(rows[-1]['message_id'])}"
+        return out[:count]
 
     async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
         if not ids:
             return {}
         claimed = await self.redis.xclaim(self.stream, self.group, self.consumer, min_idle_ms, ids)
-        found: dict[str, Fields | None] = {_text(i): (f or None) for i, f in claimed}
-        if min_idle_ms == 0:  # this consumer's own: every id is taken, and a deleted one comes back as None
-            for entry_id in ids:
-                found.setdefault(entry_id, None)
-        return found
+        return {_text(i): (f or None) for i, f in claimed}
+
+    async def _claim_own(self, ids: list[str]) -> dict[str, Fields | None]:
+        if not ids:
+            return {}
+        flat = await self._claim_own_script(keys=[self.stream], args=[self.group, self.consumer, "0", *ids])
+        out: dict[str, Fields | None] = {}
+        for entry_id, values in zip(flat[::2], flat[1::2], strict=True):
+            out[_text(entry_id)] = dict(zip(values[::2], values[1::2], strict=True)) or None
+        return out
 
     async def _touch(self, ids: list[str]) -> None:
         if ids:
-            await self.redis.xclaim(self.stream, self.group, self.consumer, 0, ids, justid=True)
+            await self._claim_own_script(keys=[self.stream], args=[self.group, self.consumer, "1", *ids])
+
+    async def _set_deliveries(self, entry_id: str, deliveries: int) -> None:
+        await self.redis.xclaim(
+            self.stream, self.group, self.consumer, 0, [entry_id], retrycount=deliveries, justid=True
+        )
 
     async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]:
         await self._ensure()
@@ -343,6 +441,12 @@ class RedisBuffer(StreamBuffer):
         await self.redis.aclose()
 
 
+def _pending_entry(row: dict[str, Any]) -> PendingEntry:
+    return PendingEntry(
+        _text(row["message_id"]), _text(row["consumer"]), int(row["times_delivered"]), int(row["time_since_delivered"])
+    )
+
+
 @dataclass
 class _Entry:
     fields: Fields
@@ -361,6 +465,8 @@ class MemoryStream:
     unread: deque[str] = field(default_factory=deque)
     dead: list[DeadLetter] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    written: dict[str, str] = field(default_factory=dict)
+    """Group id -> entry id: what was put."""
     last: int = 0
 
     def append(self, fields: Fields) -> str:
@@ -390,33 +496,48 @@ class MemoryBuffer(StreamBuffer):
     def _now_ms() -> float:
         return time.monotonic() * 1000
 
-    async def _append(self, fields: Fields) -> str:
-        return self.stream.append(fields)
+    async def _append(self, group_id: str, fields: Fields) -> str:
+        if group_id not in self.stream.written:
+            self.stream.written[group_id] = self.stream.append(fields)
+        return self.stream.written[group_id]
 
-    def _pending_entries(self) -> list[tuple[str, _Entry]]:
-        return [(i, e) for i, e in self.stream.entries.items() if e.owner is not None]
-
-    async def _owned(self) -> list[Pending]:
-        return [Pending(i, e.deliveries) for i, e in self._pending_entries() if e.owner == self.consumer]
-
-    async def _idle_others(self, count: int) -> list[Pending]:
+    async def pending(self) -> list[PendingEntry]:
         now = self._now_ms()
+        return [
+            PendingEntry(i, e.owner, e.deliveries, int(now - e.delivered_at))
+            for i, e in self.stream.entries.items()
+            if e.owner is not None
+        ]
+
+    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
         idle = [
-            Pending(i, e.deliveries)
-            for i, e in self._pending_entries()
-            if e.owner != self.consumer and now - e.delivered_at >= self.claim_idle_ms
+            Pending(e.id, e.deliveries)
+            for e in await self.pending()
+            if e.consumer != self.consumer and e.idle_ms >= self.claim_idle_ms and e.id not in skip
         ]
         return idle[:count]
+
+    def _take(self, entry_id: str, allowed: Any) -> tuple[bool, Fields | None]:
+        entry = self.stream.entries.get(entry_id)
+        if entry is None or not allowed(entry):
+            return False, None
+        entry.owner, entry.delivered_at, entry.deliveries = self.consumer, self._now_ms(), entry.deliveries + 1
+        return True, entry.fields
 
     async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
         now, out = self._now_ms(), dict[str, Fields | None]()
         for entry_id in ids:
-            entry = self.stream.entries.get(entry_id)
-            if entry is None:
-                out[entry_id] = None
-            elif entry.owner is not None and now - entry.delivered_at >= min_idle_ms:
-                entry.owner, entry.delivered_at, entry.deliveries = self.consumer, now, entry.deliveries + 1
-                out[entry_id] = entry.fields
+            taken, fields = self._take(entry_id, lambda e: e.owner is not None and now - e.delivered_at >= min_idle_ms)
+            if taken:
+                out[entry_id] = fields
+        return out
+
+    async def _claim_own(self, ids: list[str]) -> dict[str, Fields | None]:
+        out = dict[str, Fields | None]()
+        for entry_id in ids:
+            taken, fields = self._take(entry_id, lambda e: e.owner == self.consumer)
+            if taken:
+                out[entry_id] = fields
         return out
 
     async def _touch(self, ids: list[str]) -> None:
@@ -425,6 +546,11 @@ class MemoryBuffer(StreamBuffer):
             entry = self.stream.entries.get(entry_id)
             if entry is not None and entry.owner == self.consumer:
                 entry.delivered_at = now
+
+    async def _set_deliveries(self, entry_id: str, deliveries: int) -> None:
+        entry = self.stream.entries.get(entry_id)
+        if entry is not None:
+            entry.deliveries = deliveries
 
     async def _read_new(self, count: int, block_ms: int) -> list[tuple[str, Fields]]:
         deadline = self._now_ms() + block_ms
@@ -456,7 +582,7 @@ class MemoryBuffer(StreamBuffer):
         counters = self.stream.counters
         return BufferStats(
             length=len(self.stream.entries),
-            pending=len(self._pending_entries()),
+            pending=len(await self.pending()),
             dropped_stale=counters.get("stale", 0),
             dead_lettered=counters.get("dead_letter", 0),
             refused_schema=counters.get("refused_schema", 0),

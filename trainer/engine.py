@@ -305,12 +305,9 @@ class Engine:
             outside = sorted_probs.cumsum(dim=-1) - sorted_probs > self.top_p  # the most likely always stays
             probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
         # Inverse-CDF sampling: one uniform draw a row (torch.multinomial draws one per vocabulary
-        # entry, and on a CPU that costs more than the tiny model's forward pass). The first entry
-        # whose cumulative mass exceeds the draw has mass of its own, so a cut token is never drawn.
-        cdf = cumulative(probs)
-        total = cdf[:, -1:]
-        draw = torch.rand(total.shape, generator=self.rng, device=self.device, dtype=cdf.dtype) * total
-        tokens = torch.searchsorted(cdf, torch.minimum(draw, total * (1 - 2**-40)), right=True)[:, 0]
+        # entry, and on a CPU that costs more than the tiny model's forward pass).
+        uniforms = torch.rand((len(probs), 1), generator=self.rng, device=self.device, dtype=torch.float64)
+        tokens = inverse_cdf(probs, uniforms)
         return tokens, logp.gather(-1, tokens[:, None])[:, 0]
 
 
@@ -322,6 +319,16 @@ def cumulative(probs: torch.Tensor) -> torch.Tensor:
     """The CDF along the last axis in float64: in float32, the cumulative sum of a 150k vocabulary
     rounds the tail's small masses near 1.0 to 0 or to twice their size."""
     return probs.double().cumsum(dim=-1)
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token of each row whose interval of the (unnormalised) CDF holds `uniforms` ([rows, 1], in
+    [0, 1)) scaled to the row's mass. The first entry whose cumulative mass exceeds the draw has mass of
+    its own, so a token without mass (cut by top-p) is never drawn."""
+    cdf = cumulative(probs)
+    total = cdf[:, -1:]
+    draw = torch.minimum(uniforms.double() * total, total * (1 - 2**-40))
+    return torch.searchsorted(cdf, draw, right=True)[:, 0]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -36,6 +36,7 @@ import httpx
 from tqdm import tqdm
 
 from shared.envs_client import AsyncEnvClient, EnvServiceError
+from shared.labels import LABEL_KEYS
 from shared.launch import ServiceProcess
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, chat_prompt_ids, check_spec
 from shared.redis import redis_server
@@ -45,8 +46,6 @@ from trainer.buffer import Buffer, RedisBuffer
 from trainer.generation import Completion, Generator, OpenAIGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
-LABELS = ("task_type", "data_source", "category")
-"""The skill-routing labels an env may put in an episode's `info` (DESIGN §3)."""
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +120,7 @@ class LiveEpisode:
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         self.episode_id = uuid.uuid4().hex
-        self.opened = False
+        self.opened = False  # it may exist on the env service: deleted when it ends
         self.task = ""
         self.observation = ""
         self.admissible: list[str] | None = None
@@ -194,16 +193,16 @@ class Roller:
 
     async def start(self, episode: LiveEpisode) -> None:
         max_steps = self.config.max_steps_by_task.get(episode.task_id, self.config.max_steps)
+        episode.opened = True  # from now on it may exist on the env service (a create can land and time out)
         opened = await self.client.create(
             self.config.env, task_id=episode.task_id, max_steps=max_steps, episode_id=episode.episode_id
         )
-        episode.opened = True
         episode.task, episode.observation, episode.admissible = (
             opened.task,
             opened.observation,
             opened.admissible_actions,
         )
-        episode.labels = {k: str(opened.info[k]) for k in LABELS if opened.info.get(k) is not None}
+        episode.labels = {k: str(opened.info[k]) for k in LABEL_KEYS if opened.info.get(k) is not None}
 
     async def think(self, episode: LiveEpisode) -> tuple[list[int], Completion]:
         prompt = self.render(episode)
@@ -245,7 +244,8 @@ class Roller:
                 self.fail(episode, f"timed out after {self.config.episode_timeout_s} s")
             except Exception as e:  # noqa: BLE001 - whatever goes wrong in one episode ends only that one
                 self.fail(episode, f"{type(e).__name__}: {e}")
-            await self.close(episode)
+            finally:
+                await self.close(episode)
 
     @staticmethod
     def fail(episode: LiveEpisode, why: str) -> None:
@@ -257,6 +257,7 @@ class Roller:
         """Delete the episode on the env service (finished or faulted), so a long run never fills its store."""
         if not episode.opened:
             return
+        episode.opened = False
         try:
             await self.client.delete(episode.episode_id)
         except Exception as e:  # noqa: BLE001 - the store expires it anyway; a failed close fails nothing
@@ -277,13 +278,14 @@ class Roller:
         """The group's record, written to the buffer (or kept in `unsaved` when the buffer will not take it)."""
         records = [e.record() for e in episodes]
         versions = [s.policy_version for r in records for s in r.steps]
-        labels = next((e.labels for e in episodes if e.opened), {})
+        opened = [e for e in episodes if e.task]
+        labels = opened[0].labels if opened else {}
         sampling = self.generator.sampling
         group = GroupRecord(
             group_id=uuid.uuid4().hex,
             env=self.config.env,
             task_id=task_id,
-            task=next((e.task for e in episodes if e.opened), ""),
+            task=opened[0].task if opened else "",
             **labels,
             policy_version=min(versions, default=self.generator.policy_version),
             sampling=SamplingSettings(
@@ -358,6 +360,7 @@ class Roller:
         episodes = [e for members in groups.values() for e in members]
         await self._round(episodes, self.start)
         while live := [e for e in episodes if not e.done]:
+            await asyncio.gather(*(self.close(e) for e in episodes if e.done))  # as each one ends
             turns = await self._round(live, self.think)
             acting: dict[LiveEpisode, tuple[list[int], Completion]] = {
                 e: turn for e, turn in zip(live, turns, strict=True) if turn is not None

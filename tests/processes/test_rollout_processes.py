@@ -93,6 +93,14 @@ async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str
     config = RolloutConfig(env="counter", group_size=3, max_steps=8, max_new_tokens=8, concurrency=6)
     try:
         async with AsyncEnvClient(server.url, retries=8, backoff_s=0.1, transport=transport) as client:
+            records: dict[str, list[str]] = {}
+            delete = client.delete
+
+            async def audited_delete(episode_id: str) -> None:  # the env's record, read before it is closed
+                records[episode_id] = (await client.record(episode_id)).actions
+                await delete(episode_id)
+
+            client.delete = audited_delete  # type: ignore[method-assign]
             roller = Roller(client, generator, tiny.tokenizer, protocol("counter"), buffer, config)
             playing = asyncio.create_task(roller.run([f"counter/test/{i}" for i in range(4)]))
             while transport.answered < 30:  # well into the rollout
@@ -109,7 +117,9 @@ async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str
                 assert delivery.group.usable == 3
                 for episode in delivery.group.episodes:
                     assert episode.end == "step_limit" and episode.fault is None
-                    # every retry of a step sent the same action, the one recorded: nothing lost, nothing twice
+                    # what the env applied is what was recorded, and every retry sent the same action:
+                    # nothing lost, nothing applied twice
+                    assert records[episode.episode_id] == [s.action for s in episode.steps]
                     assert transport.sent[episode.episode_id] == {(s.step, s.action) for s in episode.steps}
                     assert [s.step for s in episode.steps] == list(range(8))
                     with pytest.raises(EnvServiceError, match="404"):  # closed on the env service when it ended

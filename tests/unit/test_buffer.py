@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
+from shared.rollout_wire import SCHEMA, GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.buffer import Buffer, Fields, MemoryBuffer, MemoryStream, RedisBuffer
 
 
@@ -191,7 +191,7 @@ async def test_a_group_delivered_too_often_goes_to_the_dead_letters(store: Store
 async def test_a_malformed_record_goes_to_the_dead_letters_not_fatal(store: Store) -> None:
     buffer = store.open()
     await buffer.put(group(task=1))
-    store.inject({b"g": b"not zlib", b"v": b"0", b"schema": b"2"})
+    store.inject({b"g": b"not zlib", b"v": b"0", b"schema": str(SCHEMA).encode()})
     await buffer.put(group(task=2))
     delivered = await buffer.get(10, policy_version=0)
     assert [d.group.task_id for d in delivered] == ["counter/test/1", "counter/test/2"]
@@ -221,3 +221,50 @@ async def test_a_bad_group_is_refused_on_the_way_in(store: Store) -> None:
     with pytest.raises(ValueError, match="one sampler log-prob per response token"):
         await buffer.put(bad)
     assert (await buffer.stats()).length == 0
+
+
+async def test_a_restarted_consumer_never_takes_back_what_a_live_one_claimed(store: Store) -> None:
+    dead = store.open("learner-a")
+    for i in range(4):
+        await dead.put(group(task=i))
+    assert len(await dead.get(4, policy_version=0)) == 4  # then it dies holding all four
+    await asyncio.sleep(0.3)  # long enough for any other consumer to claim them
+    restarted = store.open("learner-a", claim_idle_ms=200)
+    [first] = await restarted.get(1, policy_version=0)  # recovering one at a time; the rest stays its own
+    other = store.open("learner-b", claim_idle_ms=200)
+    assert await other.get(10, policy_version=0) == []  # refreshed by the restarted owner: not idle, not claimable
+    rest = [d.id for _ in range(3) for d in await restarted.get(1, policy_version=0)]
+    assert len({first.id, *rest}) == 4 and (await other.stats()).pending == 4
+
+
+async def test_a_group_one_consumer_lost_is_not_acknowledged_by_it(store: Store) -> None:
+    slow = store.open("learner-a", claim_idle_ms=0)
+    await slow.put(group(task=1))
+    [held] = await slow.get(1, policy_version=0)
+    other = store.open("learner-b", claim_idle_ms=0)
+    [claimed] = await other.get(1, policy_version=0)  # learner-a was silent too long: learner-b has it now
+    assert claimed.id == held.id and claimed.deliveries == 2
+    assert await slow.ack([held.id]) == [held.id]  # refused: not deleted under its new holder
+    assert (await other.stats()).pending == 1
+    assert await other.ack([claimed.id]) == []
+    assert (await other.stats()).length == 0
+
+
+async def test_a_group_put_twice_is_on_the_stream_once(store: Store) -> None:
+    buffer = store.open()
+    sent = group(task=3)
+    first = await buffer.put(sent)
+    assert await buffer.put(sent) == first  # a put retried after its reply was lost
+    assert [d.id for d in await buffer.get(10, policy_version=0)] == [first]
+    assert (await buffer.stats()).length == 1
+
+
+async def test_refusing_a_record_of_another_schema_counts_no_delivery(store: Store) -> None:
+    store.inject({b"g": zlib.compress(b"{}"), b"v": b"0", b"schema": b"3"})
+    a, b = store.open("learner-a", claim_idle_ms=0), store.open("learner-b", claim_idle_ms=0)
+    for _ in range(3):
+        assert await a.get(10, policy_version=0) == [] and await b.get(10, policy_version=0) == []
+    [entry] = await a.pending()
+    assert entry.deliveries == 0  # handed to learners of the wrong build only: its own build gets it fresh
+    stats = await a.stats()
+    assert (stats.refused_schema, stats.dead_lettered, stats.length) == (2, 0, 1)  # once by each consumer that met it

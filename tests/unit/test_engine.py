@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from shared.models import LoadedModel, load_model
-from trainer.engine import Engine, EngineError, HFGenerator, Sequence, cumulative, stop_token_ids
+from trainer.engine import Engine, EngineError, HFGenerator, Sequence, cumulative, inverse_cdf, stop_token_ids
 from trainer.generation import GenerationError, Sampling
 
 
@@ -169,9 +169,14 @@ def test_the_cdf_keeps_the_tail_of_a_large_vocabulary() -> None:
     probs[0, 0] = 1 - 2e-8 * (vocabulary - 1)  # the tail: masses far below float32's step near 1.0
     masses = torch.diff(cumulative(probs), dim=-1)[0]
     assert masses.dtype == torch.float64
-    assert masses.tolist() == pytest.approx([2e-8] * (vocabulary - 1), rel=1e-4)
+    assert torch.allclose(masses, torch.full_like(masses, 2e-8), rtol=1e-4, atol=0)
     float32 = torch.diff(probs.cumsum(dim=-1), dim=-1)[0]  # what a float32 CDF would give them
-    assert float32.max() == 0  # in float32, 0.997 + 2e-8 rounds back to 0.997: the whole tail has no mass
+    # near 1.0 float32 steps by 6e-8: each tail mass comes out as 0 or a whole step, wrong by 100% or more
+    assert ((float32.double() - 2e-8).abs() / 2e-8).min() >= 0.99
+    # and the sampler draws from the float64 one: a draw in the tail lands on the tail token it points at
+    head = 1 - 2e-8 * (vocabulary - 1)
+    uniforms = torch.tensor([[0.5], [head + 2e-8 * 1000.5], [head + 2e-8 * 120_000.5]], dtype=torch.float64)
+    assert inverse_cdf(probs.expand(3, -1), uniforms).tolist() == [0, 1001, 120_001]
 
 
 def test_a_zero_temperature_is_greedy() -> None:
