@@ -3,10 +3,11 @@ follow environments.md §1.5, both dialects, official-format trees, and a bounde
 
 from __future__ import annotations
 
-import asyncio
 import json
+import queue
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from services.envs.alfworld.generator import SPLITS, TASK_TYPES
+from shared.launch import ServiceProcess
 from tests.conftest import serve, settings
 
 INTRO = re.compile(
@@ -76,23 +78,48 @@ SMALL_TRAIN_GAMES = {
 @pytest.fixture(scope="session")
 def expert_runs(alfworld_cache: Path) -> dict[str, dict[str, ExpertRun]]:
     """The expert on a task of each type of every panel (the first one, or a small game of its type),
-    played once over HTTP for every test that reads its transcripts (a TextWorld step costs ~140 ms)."""
+    played once over HTTP for every test that reads its transcripts. TextWorld runs one game step at a
+    time per process (~140 ms a step), so two env-service processes over the same game cache play
+    them, one task at a time each."""
+    from services.envs.alfworld import AlfworldEnvironment
 
-    async def play_all() -> dict[str, dict[str, ExpertRun]]:
-        runs: dict[str, dict[str, ExpertRun]] = {}
-        async with serve(alfworld(alfworld_cache)) as client:
-            for split in SPLITS:
-                runs[split] = {}
-                chosen = await first_of_type(client, split) | (SMALL_TRAIN_GAMES if split == "train" else {})
-                for task_type, task_id in chosen.items():
-                    episode, results = await play_expert(client, task_id)
-                    record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+    env = AlfworldEnvironment.from_settings(alfworld(alfworld_cache))  # type: ignore[arg-type]
+    todo: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+    for split in SPLITS:
+        firsts: dict[str, str] = {}
+        for task in env.tasks(split, 0, env.splits()[split]):
+            firsts.setdefault(str(task.task_type), task.task_id)
+        for task_type, task_id in (firsts | (SMALL_TRAIN_GAMES if split == "train" else {})).items():
+            todo.put((split, task_type, task_id))
+    env.close()
+    args = ["--envs", "alfworld", "--cache-dir", str(alfworld_cache)]
+    with ServiceProcess("services.envs", args) as first, ServiceProcess("services.envs", args) as second:
+        runs: dict[str, dict[str, ExpertRun]] = {split: {} for split in SPLITS}
+
+        def play(url: str) -> None:
+            with httpx.Client(base_url=url, timeout=300) as client:
+                while True:
+                    try:
+                        split, task_type, task_id = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    episode = client.post("/v1/envs/alfworld/episodes", json={"task_id": task_id}).json()
+                    eid = episode["episode_id"]
+                    plan = client.get(f"/v1/episodes/{eid}").json()["expert_plan"]
+                    results = []
+                    for n, action in enumerate(plan):
+                        response = client.post(f"/v1/episodes/{eid}/step", json={"action": action, "step": n})
+                        assert response.status_code == 200, response.text
+                        results.append(response.json())
+                    record = client.get(f"/v1/episodes/{eid}").json()
                     runs[split][task_type] = ExpertRun(task_id, episode, results, record)
-        return runs
 
-    return asyncio.run(play_all())
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(play, [first.url, second.url]))
+    return runs
 
 
+@pytest.mark.processes  # the expert transcripts come from two env-service processes
 @pytest.mark.parametrize("split", SPLITS)
 def test_expert_wins_every_task_type(split: str, expert_runs: dict[str, dict[str, ExpertRun]]) -> None:
     assert set(expert_runs[split]) == set(TASK_TYPES)
@@ -106,6 +133,7 @@ def test_expert_wins_every_task_type(split: str, expert_runs: dict[str, dict[str
         assert run.record["actions"] == run.record["expert_plan"] and run.record["done"]
 
 
+@pytest.mark.processes  # the expert transcripts come from two env-service processes
 async def test_texts_follow_the_reference(alfworld_cache: Path, expert_runs: dict[str, dict[str, ExpertRun]]) -> None:
     run = expert_runs["valid_seen"]["pick_heat_then_place_in_recep"]
     heat, episode, results, record = run.task_id, run.episode, run.results, run.record
@@ -200,6 +228,7 @@ async def test_the_2_1_1_dialect(tmp_path_factory: pytest.TempPathFactory) -> No
         assert re.match(r"You arrive at loc \d+\. ", goto["observation"])
 
 
+@pytest.mark.processes  # the expert transcripts come from two env-service processes
 async def test_official_tree_runs_unchanged(
     alfworld_cache: Path,
     tmp_path: Path,
@@ -296,6 +325,7 @@ def test_alfworld_package_plays_the_generated_tree(alfworld_cache: Path, tmp_pat
         batch.close()
 
 
+@pytest.mark.processes  # the expert transcripts come from two env-service processes
 async def test_batch_route_steps_many_alfworld_episodes_at_once(
     alfworld_cache: Path, expert_runs: dict[str, dict[str, ExpertRun]]
 ) -> None:
