@@ -11,8 +11,8 @@
 - a local directory in Hugging Face format;
 - a Hugging Face model name, when it is already in the local Hugging Face cache.
 
-Hub access is switched off for the process (`HF_HUB_OFFLINE=1`, set by `shared.model_specs`), so a
-missing model is a clear error, never a download.
+Hub access is switched off for the process (`HF_HUB_OFFLINE=1`, here and in `shared.model_specs`,
+whichever is imported first), so a missing model is a clear error, never a download.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# Before transformers and huggingface_hub are imported: they read these once, at import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel

@@ -4,6 +4,9 @@ local directories, and clear errors instead of downloads."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,13 @@ def test_a_saved_directory_loads_as_it_was_saved(tmp_path: Path) -> None:
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         assert torch.equal(loaded.model(ids).logits, tiny.model(ids).logits)
+
+
+def test_the_hub_is_offline_when_models_is_imported_first() -> None:
+    code = "import shared.models, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-1000:]
 
 
 def test_missing_models_are_clear_errors_not_downloads(tmp_path: Path) -> None:
