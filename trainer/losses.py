@@ -1,0 +1,128 @@
+"""Advantages and losses of the learner, as pure functions of tensors (sdar.md §1, §3; the reference's
+arithmetic: verl-agent's `core_algos` and SDAR's `sdar_utils`).
+
+Axes: `N` step-samples (one turn of one episode each), `B` samples of a batch, `T` response tokens,
+`V` vocabulary. `mask_B_T` is 1.0 on response tokens and 0.0 on padding.
+
+Every loss is a token-mean: the sum of its masked per-token values over the number of masked tokens,
+or over `denominator` when one is given. A learner that splits a mini-batch into micro-batches passes
+the mini-batch's token count as `denominator`, so the sum of the micro-batches' losses is the
+mini-batch's token-mean whatever the split (the reference instead averages per-micro-batch means).
+The statistics use the same denominator, so they add up across micro-batches the same way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+
+import torch
+
+
+def token_mean(values_B_T: torch.Tensor, mask_B_T: torch.Tensor, denominator: float | None = None) -> torch.Tensor:
+    """`sum(values * mask) / denominator`, the denominator being the mask's sum by default (an all-padding
+    batch gives 0, as the reference's `masked_mean` with its 1e-8 does)."""
+    total = (values_B_T * mask_B_T).sum()
+    if denominator is None:
+        return total / mask_B_T.sum().clamp_min(1.0)
+    return total / denominator
+
+
+def group_advantages(
+    scores_N: torch.Tensor, group_ids: Sequence[Hashable], *, eps: float = 1e-6, scale: bool = True
+) -> torch.Tensor:
+    """GRPO over all step-samples of a group (the reference's `compute_mean_std_cross_steps=True`):
+    `(score - mean_g) / (std_g + eps)`, with `torch.std`'s unbiased std; a group of one sample has mean 0
+    and std 1, as in the reference. Without `scale`, only the mean is subtracted."""
+    if len(group_ids) != len(scores_N):
+        raise ValueError(f"{len(group_ids)} group ids for {len(scores_N)} scores")
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, group in enumerate(group_ids):
+        members[group].append(i)
+    mean_N = torch.zeros_like(scores_N)
+    std_N = torch.ones_like(scores_N)
+    for rows in members.values():
+        if len(rows) > 1:
+            scores = scores_N[rows]
+            mean_N[rows] = scores.mean()
+            std_N[rows] = scores.std()
+    centred = scores_N - mean_N
+    return centred / (std_N + eps) if scale else centred
+
+
+def policy_loss(
+    logprobs_B_T: torch.Tensor,
+    old_logprobs_B_T: torch.Tensor,
+    advantages_B: torch.Tensor,
+    mask_B_T: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float = 3.0,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The PPO clipped objective, with the dual clip (`dual_clip * advantage` as a floor of the loss) on
+    negative advantages. Stats: `clipfrac` (tokens where the clipped term won), `clipfrac_lower` (where
+    the dual clip did), `ppo_kl` (the mean of `old - new` log-probs)."""
+    if dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be above 1, not {dual_clip}")
+    advantages_B_T = advantages_B[:, None].expand_as(logprobs_B_T)
+    log_ratio = logprobs_B_T - old_logprobs_B_T
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages_B_T * ratio
+    clipped = -advantages_B_T * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+    ppo = torch.maximum(unclipped, clipped)
+    floor = -advantages_B_T * dual_clip
+    losses = torch.where(advantages_B_T < 0, torch.minimum(floor, ppo), ppo)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": token_mean(torch.gt(clipped, unclipped).float(), mask_B_T, denominator),
+            "clipfrac_lower": token_mean((torch.gt(ppo, floor) & (advantages_B_T < 0)).float(), mask_B_T, denominator),
+            "ppo_kl": token_mean(-log_ratio, mask_B_T, denominator),
+        }
+    return token_mean(losses, mask_B_T, denominator), stats
+
+
+def kl_loss(
+    logprobs_B_T: torch.Tensor,
+    ref_logprobs_B_T: torch.Tensor,
+    mask_B_T: torch.Tensor,
+    *,
+    denominator: float | None = None,
+) -> torch.Tensor:
+    """KL to the reference policy by the low-variance k3 estimator, `exp(ref - lp) - (ref - lp) - 1`,
+    clamped to [-10, 10] per token (the reference's `low_var_kl`)."""
+    log_ratio = ref_logprobs_B_T - logprobs_B_T
+    k3 = torch.clamp(torch.exp(log_ratio) - log_ratio - 1, min=-10.0, max=10.0)
+    return token_mean(k3, mask_B_T, denominator)
+
+
+def sdar_loss(
+    logprobs_B_T: torch.Tensor,
+    teacher_logprobs_B_T: torch.Tensor,
+    mask_B_T: torch.Tensor,
+    *,
+    beta: float = 5.0,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SDAR's gated self-distillation term (sdar.md §3): `gap = teacher - sg(student)`,
+    `gate = sg(sigmoid(beta * gap))`, loss = token-mean of `gate * (teacher - logprobs)`; the gradient
+    flows only through `logprobs` (the teacher's log-probs are data). Stats: `gate_mean`,
+    `gate_active_ratio` (gate > 0.5), `gap_mean`. `beta = 0` gives GRPO+OPSD's flat gate of 0.5."""
+    teacher = teacher_logprobs_B_T.detach()
+    gap = teacher - logprobs_B_T.detach()
+    gate = torch.sigmoid(beta * gap)
+    loss = token_mean(gate * (teacher - logprobs_B_T), mask_B_T, denominator)
+    stats = {
+        "gate_mean": token_mean(gate, mask_B_T, denominator),
+        "gate_active_ratio": token_mean((gate > 0.5).float(), mask_B_T, denominator),
+        "gap_mean": token_mean(gap, mask_B_T, denominator),
+    }
+    return loss, stats
+
+
+def entropy(logits_B_T_V: torch.Tensor, mask_B_T: torch.Tensor, *, denominator: float | None = None) -> torch.Tensor:
+    """The token-mean entropy of the full distribution at each response position."""
+    logp = torch.log_softmax(logits_B_T_V.float(), dim=-1)
+    per_token = -(logp.exp() * logp).sum(dim=-1)
+    return token_mean(per_token, mask_B_T, denominator)
