@@ -62,11 +62,12 @@ def policy_loss(
     denominator: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO clipped objective, with the dual clip (`dual_clip * advantage` as a floor of the loss) on
-    negative advantages. Stats: `clipfrac` (tokens where the clipped term won), `clipfrac_lower` (where
-    the dual clip did), `ppo_kl` (the mean of `old - new` log-probs)."""
+    negative advantages. `advantages_B` is one advantage a sample, or `[B, T]`, one a token (RLSD).
+    Stats: `clipfrac` (tokens where the clipped term won), `clipfrac_lower` (where the dual clip did),
+    `ppo_kl` (the mean of `old - new` log-probs)."""
     if dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be above 1, not {dual_clip}")
-    advantages_B_T = advantages_B[:, None].expand_as(logprobs_B_T)
+    advantages_B_T = advantages_B[:, None].expand_as(logprobs_B_T) if advantages_B.dim() == 1 else advantages_B
     log_ratio = logprobs_B_T - old_logprobs_B_T
     ratio = torch.exp(log_ratio)
     unclipped = -advantages_B_T * ratio
@@ -126,3 +127,23 @@ def entropy(logits_B_T_V: torch.Tensor, mask_B_T: torch.Tensor, *, denominator: 
     logp = torch.log_softmax(logits_B_T_V.float(), dim=-1)
     per_token = -(logp.exp() * logp).sum(dim=-1)
     return token_mean(per_token, mask_B_T, denominator)
+
+
+def rlsd_advantages(
+    advantages_B: torch.Tensor,
+    logprobs_B_T: torch.Tensor,
+    teacher_logprobs_B_T: torch.Tensor,
+    mask_B_T: torch.Tensor,
+    *,
+    lam: float = 0.5,
+    clip: float = 0.2,
+) -> torch.Tensor:
+    """RLSD's token advantages (sdar.md §6; the reference's `compute_rlsd_token_advantage`):
+    `A * ((1 - lam) + lam * clip(exp(sign(A) * (teacher - student)), 1 - clip, 1 + clip))` on response
+    tokens, 0 on padding, no gradient. The teacher sets each token's magnitude, the advantage its
+    direction; `lam = 0` is GRPO (the reference decays it linearly from 0.5 to 0 over 100 steps: the
+    caller's schedule). Returns `[B, T]`, for `policy_loss`."""
+    with torch.no_grad():
+        sign_B_1 = torch.sign(advantages_B)[:, None]
+        weight = torch.clamp(torch.exp(sign_B_1 * (teacher_logprobs_B_T - logprobs_B_T)), 1 - clip, 1 + clip)
+        return advantages_B[:, None] * ((1 - lam) + lam * weight) * mask_B_T

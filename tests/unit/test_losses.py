@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainer.losses import entropy, group_advantages, kl_loss, policy_loss, sdar_loss, token_mean
+from trainer.losses import entropy, group_advantages, kl_loss, policy_loss, rlsd_advantages, sdar_loss, token_mean
 
 
 def sigmoid(x: float) -> float:
@@ -113,3 +113,22 @@ def test_entropy_of_the_full_distribution() -> None:
 
 def test_an_all_padding_batch_gives_zero_not_nan() -> None:
     assert token_mean(torch.ones(2, 3), torch.zeros(2, 3)).item() == 0.0
+
+
+def test_rlsd_advantages_take_the_magnitude_from_the_teacher_and_the_sign_from_the_advantage() -> None:
+    advantages = torch.tensor([1.0, -2.0, 0.0])
+    student = torch.zeros(3, 2)
+    teacher = torch.tensor([[0.1, -1.0], [0.1, 0.5], [3.0, 3.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    # A = +1: w = exp(0.1) = 1.105, exp(-1) = 0.368 -> clipped to 0.8; A = -2: w = exp(-0.1) = 0.905 and padding
+    expected = [
+        [0.5 + 0.5 * math.exp(0.1), 0.5 + 0.5 * 0.8],
+        [-2 * (0.5 + 0.5 * math.exp(-0.1)), 0.0],
+        [0.0, 0.0],  # a zero advantage stays zero
+    ]
+    got = rlsd_advantages(advantages, student, teacher, mask, lam=0.5, clip=0.2)
+    assert got.flatten().tolist() == pytest.approx([x for row in expected for x in row])
+    assert torch.equal(rlsd_advantages(advantages, student, teacher, mask, lam=0.0), advantages[:, None] * mask)
+    logprobs = torch.zeros(3, 2, requires_grad=True)  # a token-level advantage goes straight into the PPO loss
+    loss, _ = policy_loss(logprobs, torch.zeros(3, 2), got, mask)
+    assert loss.item() == pytest.approx(-sum(x for row in expected for x in row) / 5, rel=1e-5)
