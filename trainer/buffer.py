@@ -31,6 +31,7 @@ import logging
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -98,19 +99,13 @@ def decode(fields: Fields) -> GroupRecord:
 
 
 @dataclass(frozen=True)
-class Pending:
-    id: str
-    deliveries: int
-    """Times delivered so far."""
-
-
-@dataclass(frozen=True)
 class PendingEntry:
     """An entry handed out and not acknowledged (what `XPENDING` lists)."""
 
     id: str
     consumer: str
     deliveries: int
+    """Times delivered so far."""
     idle_ms: int
 
 
@@ -140,7 +135,7 @@ class StreamBuffer(abc.ABC):
         """Every unacknowledged entry of every consumer, oldest first."""
 
     @abc.abstractmethod
-    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
+    async def _idle_others(self, count: int, skip: set[str]) -> list[PendingEntry]:
         """Up to `count` entries of other consumers unacknowledged for at least `claim_idle_ms`, oldest
         first, those in `skip` left out."""
 
@@ -183,11 +178,11 @@ class StreamBuffer(abc.ABC):
         decode(fields)  # what a reader will parse
         return await self._append(group.group_id, fields)
 
-    async def _refresh(self) -> list[Pending]:
+    async def _refresh(self) -> list[PendingEntry]:
         """What this consumer owns; the idle time of all of it (held groups, and what a previous life
         left) reset, so that nobody claims it from a live consumer. Groups lost to another consumer
         (this one was silent for longer than `claim_idle_ms`) are dropped from what it holds."""
-        owned = [Pending(e.id, e.deliveries) for e in await self.pending() if e.consumer == self.consumer]
+        owned = [e for e in await self.pending() if e.consumer == self.consumer]
         mine = {p.id for p in owned}
         for lost in [i for i in self._held if i not in mine]:
             log.error("group %s was claimed by another consumer while held here: its update must not be acked", lost)
@@ -357,15 +352,15 @@ class RedisBuffer(StreamBuffer):
                 return out
             start = f"({_text(rows[-1]['message_id'])}"
 
-    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
+    async def _idle_others(self, count: int, skip: set[str]) -> list[PendingEntry]:
         await self._ensure()
-        out: list[Pending] = []
+        out: list[PendingEntry] = []
         start = "-"
         while len(out) < count:
             rows = await self.redis.xpending_range(self.stream, self.group, start, "+", 256, idle=self.claim_idle_ms)
             for row in map(_pending_entry, rows):
                 if row.consumer != self.consumer and row.id not in skip:
-                    out.append(Pending(row.id, row.deliveries))
+                    out.append(row)
             if len(rows) < 256:
                 break
             start = f"({_text(rows[-1]['message_id'])}"
@@ -509,36 +504,30 @@ class MemoryBuffer(StreamBuffer):
             if e.owner is not None
         ]
 
-    async def _idle_others(self, count: int, skip: set[str]) -> list[Pending]:
+    async def _idle_others(self, count: int, skip: set[str]) -> list[PendingEntry]:
         idle = [
-            Pending(e.id, e.deliveries)
+            e
             for e in await self.pending()
             if e.consumer != self.consumer and e.idle_ms >= self.claim_idle_ms and e.id not in skip
         ]
         return idle[:count]
 
-    def _take(self, entry_id: str, allowed: Any) -> tuple[bool, Fields | None]:
-        entry = self.stream.entries.get(entry_id)
-        if entry is None or not allowed(entry):
-            return False, None
-        entry.owner, entry.delivered_at, entry.deliveries = self.consumer, self._now_ms(), entry.deliveries + 1
-        return True, entry.fields
-
-    async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
+    def _take(self, ids: list[str], allowed: Callable[[_Entry], bool]) -> dict[str, Fields | None]:
+        """Take the entries among `ids` that `allowed` lets through over to this consumer, counting a delivery."""
         now, out = self._now_ms(), dict[str, Fields | None]()
         for entry_id in ids:
-            taken, fields = self._take(entry_id, lambda e: e.owner is not None and now - e.delivered_at >= min_idle_ms)
-            if taken:
-                out[entry_id] = fields
+            entry = self.stream.entries.get(entry_id)
+            if entry is not None and allowed(entry):
+                entry.owner, entry.delivered_at, entry.deliveries = self.consumer, now, entry.deliveries + 1
+                out[entry_id] = entry.fields
         return out
 
+    async def _claim(self, ids: list[str], min_idle_ms: int) -> dict[str, Fields | None]:
+        now = self._now_ms()
+        return self._take(ids, lambda e: e.owner is not None and now - e.delivered_at >= min_idle_ms)
+
     async def _claim_own(self, ids: list[str]) -> dict[str, Fields | None]:
-        out = dict[str, Fields | None]()
-        for entry_id in ids:
-            taken, fields = self._take(entry_id, lambda e: e.owner == self.consumer)
-            if taken:
-                out[entry_id] = fields
-        return out
+        return self._take(ids, lambda e: e.owner == self.consumer)
 
     async def _touch(self, ids: list[str]) -> None:
         now = self._now_ms()
