@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -22,6 +25,28 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _prctl() -> Any:
+    """libc's `prctl`, loaded in the parent: a child between fork and exec must not load libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def tie_to_parent() -> None:
+    """In the child before exec (Linux): be sent SIGTERM when the parent dies, even by SIGKILL, so a
+    killed trainer leaves no service behind. Linux ties this to the *thread* that started the child:
+    only for children started by a thread that lives as long as they should (the main thread)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -41,11 +66,16 @@ class ServiceProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         startup_s: float = 120.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", module, *args, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(self.command, env={**os.environ, **(env or {})})
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **(env or {})},
+            preexec_fn=tie_to_parent if die_with_parent else None,
+        )
         self._wait(startup_s)
 
     def _wait(self, startup_s: float) -> None:

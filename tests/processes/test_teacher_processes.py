@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
 from services.teacher.service import TeacherService
 from shared.launch import ServiceProcess
+from shared.model_specs import chat_prompt_ids
+from shared.models import load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import ScoreRequest
+from trainer.teacher import HTTPTeacher, LocalTeacher, Query
 
 pytestmark = pytest.mark.processes
 
@@ -32,13 +36,40 @@ BODY = {
 }
 
 
-def test_a_teacher_process_scores_as_in_process() -> None:
+def test_a_teacher_process_scores_as_in_process(tmp_path: Path) -> None:
     expected = TeacherService(TeacherSettings(model="tiny")).score(ScoreRequest.model_validate(BODY))
     with ServiceProcess("services.teacher", ["--model", "tiny"]) as server:
         response = httpx.post(f"{server.url}/v1/score", json=BODY, timeout=60)
         assert response.status_code == 200, response.text
         assert response.json() == expected.model_dump(mode="json")
         assert httpx.get(f"{server.url}/health").json()["model"] == "tiny"
+        learners_view_over_http_and_in_process(server.url, tmp_path)
+
+
+def learners_view_over_http_and_in_process(url: str, tmp_path: Path) -> None:
+    """The learner's teacher log-probs are the same from the service over HTTP and from its scoring core
+    in this process, and a published checkpoint becomes the service's policy version."""
+    loaded = load_model("tiny")
+    prompt = chat_prompt_ids(loaded.tokenizer, [{"role": "user", "content": "Your task is to: heat some egg."}])
+    queries = [
+        Query(
+            prompt, [27, 4113, 29, 1257], "alfworld", "heat some egg", {"task_type": "pick_heat_then_place_in_recep"}
+        ),
+        Query(prompt[:20], [11, 12, 13], "searchqa", "who founded kuhaven press", {"data_source": "nq"}),
+    ]
+    remote = HTTPTeacher(url)
+    try:
+        here = LocalTeacher(loaded.model, loaded.tokenizer, "tiny").logprobs(queries)
+        there = remote.logprobs(queries)
+        assert [len(x) for x in here] == [4, 3]
+        for a, b in zip(here, there, strict=True):
+            assert a == pytest.approx(b, abs=1e-5)
+        loaded.model.save_pretrained(tmp_path / "step-1")
+        loaded.tokenizer.save_pretrained(tmp_path / "step-1")
+        remote.publish(tmp_path / "step-1", 7)
+        assert httpx.get(f"{url}/v1/policy").json()["policy_version"] == 7
+    finally:
+        remote.close()
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,25 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--split", "test"], ["--env-url", "http://127.0.0.1:1"], ["--bogus"]],
+    ("args", "says"),
+    [
+        (["--split", "test"], "unrecognized arguments: --split test"),
+        (["--env-url", "http://127.0.0.1:1"], "cannot reach the env service at http://127.0.0.1:1"),
+        (["--teacher-url", "http://127.0.0.1:1", "--env-url", "http://127.0.0.1:1"], "cannot reach"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--algorithm", "ppo"], "argument --algorithm: invalid choice: 'ppo'"),
+        (["--steps", "-1"], "--steps must be at least 1, not -1"),
+        (["--group-size", "1"], "--group-size must be at least 2"),
+        (["--model", "/nowhere/model"], "/nowhere/model"),
+        (["--resume", "/tmp"], "--resume /tmp: not a run directory (no config.json)"),
+    ],
 )
-def test_trainer_run_rejects_bad_flags(args: list[str]) -> None:
+def test_trainer_run_rejects_bad_flags(args: list[str], says: str) -> None:
     out = subprocess.run([sys.executable, "-m", "trainer.run", *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, out.stderr
     assert "usage: python -m trainer.run" in out.stderr and "error:" in out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert says in error and error.startswith("python -m trainer.run: error:"), out.stderr
 
 
 COMMANDS = ["services.envs", "services.teacher", "trainer.rollout", "trainer.openai_server", "trainer.run"]

@@ -1,0 +1,132 @@
+"""Learner benchmark: one learner step of `sdar` against `grpo` on the same batch, and each against the
+bare forward + backward + optimizer step of the same tokens with no padding (the limit), side by side
+in one run; then the share of padding tokens with and without length bucketing.
+
+    python -m benchmarks.learner [--model smollm2] [--samples 8] [--repeats 2] [--autocast none]
+
+The batch is ALFWorld-like: groups of step-samples whose prompts run 600-720 tokens and responses
+20-64 tokens (what SmolLM2's ALFWorld turns measure), random token ids, labelled with a task type so
+the teacher retrieves the skills. Each configuration runs `--repeats` times on a fresh copy of the
+model after a warm-up; the median counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import uuid
+from typing import Any
+
+import torch
+
+from benchmarks.teacher_scoring import timed
+from shared.models import load_model
+from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
+from trainer.algorithms import make
+from trainer.learner import Learner, LearnerConfig, Sample, micro_batches, response_logprobs, shape
+from trainer.teacher import LocalTeacher
+
+
+def batch(samples: int, group_size: int, vocab: int, seed: int = 0) -> list[GroupRecord]:
+    rng = random.Random(seed)
+    groups = []
+    for _ in range(max(1, samples // group_size)):
+        episodes = []
+        for k in range(group_size):
+            prompt = [rng.randrange(100, vocab) for _ in range(rng.randint(600, 720))]
+            response = [rng.randrange(100, vocab) for _ in range(rng.randint(20, 64))]
+            step = StepSample(
+                step=0,
+                policy_version=0,
+                prompt_token_ids=prompt,
+                response_token_ids=response,
+                sampler_logprobs=[-2.0] * len(response),
+                action="look",
+                valid=k % 3 != 0,
+                env_reward=0.0,
+                won=k % 2 == 0,
+                done=True,
+                finish_reason="stop",
+            )
+            episodes.append(
+                Trajectory(episode_id=uuid.uuid4().hex, steps=[step], end="done", won=k % 2 == 0, env_reward=0)
+            )
+        groups.append(
+            GroupRecord(
+                group_id=uuid.uuid4().hex,
+                env="alfworld",
+                task_id="alfworld/train/0",
+                task="heat some egg and put it in garbagecan",
+                task_type="pick_heat_then_place_in_recep",
+                policy_version=0,
+                sampling=SamplingSettings(temperature=1.0, top_p=1.0, max_new_tokens=64),
+                logprobs_mode="processed_logprobs",
+                backend="hf",
+                episodes=episodes,
+                usable=group_size,
+                created_at=0.0,
+            )
+        )
+    return groups
+
+
+def bare_step(model: Any, samples: list[Sample], autocast: bool) -> None:
+    """The limit: forward and backward of each sample alone (no padding), one AdamW step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, weight_decay=0.01)
+    total = sum(len(s.response) for s in samples)
+    model.train()
+    for s in samples:
+        logprobs, _, mask = response_logprobs(model, [s], with_entropy=False, autocast=autocast)
+        (-(logprobs * mask).sum() / total).backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learner", description=__doc__)
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--autocast", choices=["none", "bfloat16"], default="none")
+    args = parser.parse_args()
+    loaded = load_model(args.model)
+    groups = batch(args.samples, args.group_size, len(loaded.tokenizer))
+    samples = shape(groups).samples
+    tokens = sum(s.length for s in samples)
+    config = LearnerConfig(autocast=args.autocast)
+    print(f"{args.model}, {len(samples)} samples, {tokens} tokens, autocast {args.autocast}")
+
+    def learner_step(kind: str) -> float:
+        model = copy.deepcopy(loaded.model)
+        teacher = LocalTeacher(model, loaded.tokenizer, args.model) if make({"type": kind}).needs_teacher else None
+        learner = Learner(model, make({"type": kind}), config, ref_model=loaded.model, teacher=teacher)
+        return timed(lambda: learner.step(groups, 0), args.repeats)
+
+    bare_model = copy.deepcopy(loaded.model)
+    results = {
+        "bare": timed(lambda: bare_step(bare_model, samples, config.autocast == "bfloat16"), args.repeats),
+        "grpo": learner_step("grpo"),
+        "sdar": learner_step("sdar"),
+    }
+    print("| step | s | samples/s | tokens/s | vs bare |")
+    print("|---|---|---|---|---|")
+    for name, seconds in results.items():
+        print(
+            f"| {name} | {seconds:.1f} | {len(samples) / seconds:.2f} | {tokens / seconds:.0f} | "
+            f"{seconds / results['bare']:.2f} |"
+        )
+    print(f"sdar / grpo: {results['sdar'] / results['grpo']:.2f}")
+
+    big = shape(batch(256, 8, len(loaded.tokenizer), seed=1)).samples
+    lengths = [s.length for s in big]
+    for bucket in (False, True):
+        padded = sum(len(m) * max(lengths[i] for i in m) for m in micro_batches(range(len(big)), lengths, 8192, bucket))
+        print(
+            f"padding share over 256 samples, 8192-token micro-batches, bucket={bucket}: {1 - sum(lengths) / padded:.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

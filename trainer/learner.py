@@ -1,0 +1,386 @@
+"""The learner: one training step over a batch of groups, top to bottom (sdar.md §4).
+
+1. Flatten the groups into step-samples; faulted episodes never enter, nor groups left with fewer than
+   two usable episodes.
+2. Shape rewards as the reference: the episode's reward (ALFWorld and WebShop `10 * won`, Search-QA the
+   exact match, other envs the last env reward) minus the step's own invalid-action penalty (0.1;
+   Search-QA 0.01).
+3. GRPO advantages over all step-samples of a group.
+4. Signals before any update, without gradient: the initial policy's log-probs (when the algorithm
+   has a KL term), the teacher's under the privileged prompt (when it needs one), and the old
+   log-probs recomputed with the current weights (or the sampler's, `old_logprobs="sampler"`). The
+   first mini-batch's old log-probs are its own first forward, the weights not having moved yet;
+   only later mini-batches are recomputed up front. The sampler/learner mismatch is logged.
+5. Mini-batches of `mini_batch_size` step-samples (a seeded shuffle per step), one optimizer step
+   each, each cut into micro-batches of at most `micro_batch_tokens` padded tokens (sorted by length,
+   so little goes to padding). The token-mean is global over the mini-batch: every micro-batch's sums
+   are divided by the mini-batch's token count, so the update does not depend on the split
+   (`aggregation="legacy"` reproduces the reference's scaled mean of micro-batch means).
+6. AdamW with gradient clipping; the statistics under verl's names.
+
+Checkpointing, acknowledging the groups and publishing the new weights are the caller's
+(`trainer/run.py`), in that order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch.nn.utils.rnn import pad_sequence
+
+from shared.rollout_wire import GroupRecord
+from trainer import losses
+from trainer.algorithms import Algorithm, Signals
+from trainer.teacher import Query, Teacher
+
+WON_REWARD_ENVS = {"alfworld": 10.0, "webshop": 10.0}
+"""Envs whose episode reward is `scale * won` (the reference's env packages)."""
+INVALID_PENALTY = {"searchqa": 0.01}
+"""Invalid-action penalty per env; 0.1 for the rest (`apply_invalid_action_penalty`)."""
+DEFAULT_INVALID_PENALTY = 0.1
+
+
+class LearnerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(default=1e-6, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=0, ge=0)
+    """Linear warm-up of the learning rate over this many optimizer steps, then constant."""
+    grad_clip: float = Field(default=1.0, gt=0)
+    mini_batch_size: int = Field(default=256, ge=1)
+    """Step-samples per optimizer step (`ppo_mini_batch_size`)."""
+    micro_batch_tokens: int = Field(default=8192, ge=1)
+    """Padded tokens (prompt and response) per forward pass; a longer sample goes alone."""
+    old_logprobs: Literal["recompute", "sampler"] = "recompute"
+    aggregation: Literal["global", "legacy"] = "global"
+    bucket: bool = True
+    """Sort each mini-batch by length before cutting micro-batches (less padding)."""
+    invalid_penalty: float | None = Field(default=None, ge=0)
+    """Default: the env's (`INVALID_PENALTY`)."""
+    autocast: Literal["none", "bfloat16"] = "none"
+    """Run the learner's forward passes under bfloat16 autocast (weights and optimizer stay float32)."""
+    seed: int = 0
+
+
+@dataclass
+class Sample:
+    """One step-sample, shaped for the loss."""
+
+    prompt: list[int]
+    response: list[int]
+    sampler_logprobs: list[float]
+    score: float
+    group: str
+    query: Query
+    valid: bool
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.response)
+
+
+@dataclass
+class Batch:
+    """What a step trains on, and what it dropped."""
+
+    samples: list[Sample] = field(default_factory=list)
+    episodes: int = 0
+    won: int = 0
+    faulted: int = 0
+    dropped_groups: int = 0
+
+
+def episode_reward(env: str, won: bool, env_reward: float) -> float:
+    if env in WON_REWARD_ENVS:
+        return WON_REWARD_ENVS[env] * float(won)
+    return env_reward
+
+
+def shape(groups: Sequence[GroupRecord], invalid_penalty: float | None = None) -> Batch:
+    """Step-samples with the reference's shaped scores; faulted episodes and groups with fewer than two
+    usable episodes are left out (and counted)."""
+    batch = Batch()
+    for group in groups:
+        usable = [e for e in group.episodes if e.usable]
+        batch.faulted += len(group.episodes) - len(usable)
+        if len(usable) < 2:
+            batch.dropped_groups += 1
+            continue
+        penalty = (
+            INVALID_PENALTY.get(group.env, DEFAULT_INVALID_PENALTY) if invalid_penalty is None else invalid_penalty
+        )
+        labels = {k: v for k in ("task_type", "category", "data_source") if (v := getattr(group, k)) is not None}
+        for episode in usable:
+            batch.episodes += 1
+            batch.won += episode.won
+            reward = episode_reward(group.env, episode.won, episode.env_reward)
+            for s in episode.steps:
+                if not s.response_token_ids:
+                    continue  # nothing was sampled: no token to train
+                batch.samples.append(
+                    Sample(
+                        prompt=s.prompt_token_ids,
+                        response=s.response_token_ids,
+                        sampler_logprobs=s.sampler_logprobs,
+                        score=reward - penalty * (not s.valid),
+                        group=group.group_id,
+                        query=Query(s.prompt_token_ids, s.response_token_ids, group.env, group.task, labels),
+                        valid=s.valid,
+                    )
+                )
+    return batch
+
+
+def micro_batches(indices: Sequence[int], lengths: Sequence[int], budget: int, bucket: bool) -> Iterator[list[int]]:
+    """Cut `indices` into runs whose padded size (rows x longest) stays within `budget` tokens; with
+    `bucket`, longest first so that neighbours have similar lengths."""
+    order = sorted(indices, key=lambda i: -lengths[i]) if bucket else list(indices)
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        if current and (len(current) + 1) * max(longest, lengths[i]) > budget:
+            yield current
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, lengths[i])
+    if current:
+        yield current
+
+
+def padded(rows: Sequence[Any], device: torch.device) -> torch.Tensor:
+    """Right-padded `[B, T]` float32 rows (lists or 1-d tensors)."""
+    width = max(len(r) for r in rows)
+    out = torch.zeros((len(rows), width), dtype=torch.float32, device=device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.float32, device=device)
+    return out
+
+
+def response_logprobs(
+    model: Any, samples: Sequence[Sample], *, with_entropy: bool, autocast: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """`(logprobs_B_T, entropy_B_T or None, mask_B_T)` of the samples' response tokens under `model`,
+    right-padded; logits are made only at response positions, one sample at a time."""
+    device = next(model.parameters()).device
+    width = max(s.length for s in samples)
+    pad = 0
+    ids = torch.full((len(samples), width), pad, dtype=torch.long, device=device)
+    attention = torch.zeros((len(samples), width), dtype=torch.long, device=device)
+    for row, s in enumerate(samples):
+        ids[row, : s.length] = torch.tensor(s.prompt + s.response, device=device)
+        attention[row, : s.length] = 1
+    head = model.get_output_embeddings()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
+        chosen, entropies = [], []
+        for row, s in enumerate(samples):
+            p, r = len(s.prompt), len(s.response)
+            logits = head(hidden[row, p - 1 : p + r - 1]).float()  # the token at t is predicted at t - 1
+            logp = torch.log_softmax(logits, dim=-1)
+            chosen.append(logp.gather(1, torch.tensor(s.response, device=device)[:, None]).squeeze(1))
+            if with_entropy:
+                entropies.append(-(logp.exp() * logp).sum(dim=-1))
+    mask = padded([[1.0] * len(s.response) for s in samples], device)
+    logprobs = pad_sequence(chosen, batch_first=True)
+    entropy = pad_sequence(entropies, batch_first=True) if with_entropy else None
+    return logprobs, entropy, mask
+
+
+@dataclass
+class Prepared:
+    """A step's batch with everything computed before the first update."""
+
+    batch: Batch
+    scores: torch.Tensor
+    advantages: torch.Tensor
+    ref: list[torch.Tensor]
+    teacher: list[torch.Tensor]
+    old: dict[int, torch.Tensor]
+    """Old log-probs by sample index; the first mini-batch's are filled in by its own forward."""
+    learner_old: dict[int, torch.Tensor]
+    """The learner's own log-probs at the sampling weights, where known (for the mismatch metrics)."""
+    minis: list[list[int]]
+    step: int
+    timing: dict[str, float]
+
+
+class Learner:
+    """Owns the policy's optimizer; `step` trains on a batch of groups and returns its metrics."""
+
+    def __init__(
+        self,
+        model: Any,
+        algorithm: Algorithm,
+        config: LearnerConfig,
+        *,
+        ref_model: Any | None = None,
+        teacher: Teacher | None = None,
+    ) -> None:
+        if algorithm.needs_ref and ref_model is None:
+            raise ValueError(f"{algorithm.type} with kl_coef > 0 needs the initial policy as ref_model")
+        if algorithm.needs_teacher and teacher is None:
+            raise ValueError(f"{algorithm.type} needs a teacher")
+        self.model = model
+        self.algorithm = algorithm
+        self.config = config
+        self.ref_model = ref_model
+        self.teacher = teacher
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        warmup = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda n: min(1.0, (n + 1) / warmup) if warmup else 1.0
+        )
+
+    def _logprobs(self, model: Any, samples: Sequence[Sample]) -> list[torch.Tensor]:
+        """Per-sample response log-probs under `model`, without gradient, in micro-batches."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(samples)
+        lengths = [s.length for s in samples]
+        with torch.no_grad():
+            for micro in micro_batches(range(len(samples)), lengths, self.config.micro_batch_tokens, True):
+                lp, _, _ = response_logprobs(
+                    model, [samples[i] for i in micro], with_entropy=False, autocast=self.autocast
+                )
+                for row, i in enumerate(micro):
+                    out[i] = lp[row, : len(samples[i].response)]
+        return out
+
+    @property
+    def autocast(self) -> bool:
+        return self.config.autocast == "bfloat16"
+
+    def prepare(self, groups: Sequence[GroupRecord], step: int) -> Prepared:
+        """Steps 1-4: samples, advantages, and the signals computed before any update."""
+        cfg, algorithm = self.config, self.algorithm
+        device = next(self.model.parameters()).device
+        timing: dict[str, float] = {}
+        batch = shape(groups, cfg.invalid_penalty)
+        samples = batch.samples
+        scores = torch.tensor([s.score for s in samples], dtype=torch.float32)
+        advantages = losses.group_advantages(scores, [s.group for s in samples]).to(device)
+        ref: list[torch.Tensor] = []
+        if algorithm.needs_ref and samples:
+            assert self.ref_model is not None
+            t = time.perf_counter()
+            ref = self._logprobs(self.ref_model, samples)
+            timing["timing_s/ref"] = time.perf_counter() - t
+        teacher: list[torch.Tensor] = []
+        if algorithm.needs_teacher and samples:
+            assert self.teacher is not None
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                scored = self.teacher.logprobs([s.query for s in samples])
+            teacher = [torch.tensor(x, device=device) for x in scored]
+            timing["timing_s/teacher"] = time.perf_counter() - t
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        order = torch.randperm(len(samples), generator=rng).tolist()
+        minis = [order[i : i + cfg.mini_batch_size] for i in range(0, len(order), cfg.mini_batch_size)]
+        old: dict[int, torch.Tensor] = {}
+        if cfg.old_logprobs == "sampler":
+            old = {i: torch.tensor(s.sampler_logprobs, device=device) for i, s in enumerate(samples)}
+        elif len(minis) > 1:  # the first mini-batch's come from its own forward, before the weights move
+            t = time.perf_counter()
+            later = [i for mini in minis[1:] for i in mini]
+            old = dict(zip(later, self._logprobs(self.model, [samples[i] for i in later]), strict=True))
+            timing["timing_s/old_log_prob"] = time.perf_counter() - t
+        learner_old = {} if cfg.old_logprobs == "sampler" else old
+        return Prepared(batch, scores, advantages, ref, teacher, old, learner_old, minis, step, timing)
+
+    def backward(self, p: Prepared, mini: Sequence[int]) -> dict[str, float]:
+        """Step 5 for one mini-batch: its gradients, accumulated over micro-batches, and its statistics
+        (each the mini-batch's token-mean). Leaves the optimizer step to the caller."""
+        cfg, samples = self.config, p.batch.samples
+        device = next(self.model.parameters()).device
+        lengths = [s.length for s in samples]
+        tokens = sum(len(samples[i].response) for i in mini)
+        sums: dict[str, float] = {"training/padded_tokens": 0.0}
+        for micro in micro_batches(mini, lengths, cfg.micro_batch_tokens, cfg.bucket):
+            chunk = [samples[i] for i in micro]
+            logprobs, entropy, mask = response_logprobs(self.model, chunk, with_entropy=True, autocast=self.autocast)
+            assert entropy is not None
+            sums["training/padded_tokens"] += len(micro) * max(lengths[i] for i in micro)
+            if mini is p.minis[0]:  # the weights have not moved yet: this forward is the old policy's
+                for row, i in enumerate(micro):
+                    p.learner_old[i] = logprobs[row, : len(samples[i].response)].detach()
+                    p.old.setdefault(i, p.learner_old[i])
+            signals = Signals(
+                logprobs=logprobs,
+                entropy=entropy,
+                old_logprobs=padded([p.old[i] for i in micro], device),
+                advantages=p.advantages[list(micro)],
+                mask=mask,
+                ref_logprobs=padded([p.ref[i] for i in micro], device) if p.ref else None,
+                teacher_logprobs=padded([p.teacher[i] for i in micro], device) if p.teacher else None,
+                step=p.step,
+            )
+            if cfg.aggregation == "global":
+                loss, stats = self.algorithm.loss(signals, float(tokens))
+            else:  # the reference: each micro-batch's own token-mean, scaled by its share of samples
+                loss, stats = self.algorithm.loss(signals, None)
+                share = len(micro) / len(mini)
+                loss, stats = loss * share, {k: v * share for k, v in stats.items()}
+            loss.backward()  # type: ignore[no-untyped-call]
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return sums
+
+    def step(self, groups: Sequence[GroupRecord], step: int) -> dict[str, float]:
+        """Train on `groups`: one optimizer step per mini-batch. Returns the step's metrics."""
+        clock = time.perf_counter()
+        p = self.prepare(groups, step)
+        batch, samples = p.batch, p.batch.samples
+        metrics: dict[str, float] = {
+            "training/groups": float(len(groups)),
+            "training/dropped_groups": float(batch.dropped_groups),
+            "training/faulted_episodes": float(batch.faulted),
+            "episode/success_rate": batch.won / max(batch.episodes, 1),
+            "training/samples": float(len(samples)),
+        }
+        if not samples:
+            return metrics
+        t = time.perf_counter()
+        self.model.train()
+        sums: dict[str, float] = {}
+        grad_norms = []
+        for mini in p.minis:
+            for k, v in self.backward(p, mini).items():
+                sums[k] = sums.get(k, 0.0) + v / len(p.minis)
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)))
+            metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        p.timing["timing_s/update_actor"] = time.perf_counter() - t
+
+        # the sampler against the learner at the same weights, on the same tokens
+        device = p.advantages.device
+        known = sorted(p.learner_old)
+        sampled = torch.cat([torch.tensor(samples[i].sampler_logprobs) for i in known]).to(device)
+        learner = torch.cat([p.learner_old[i] for i in known]).float()
+        log_ratio = learner - sampled  # k3 of KL(sampler || learner) on the sampler's tokens
+        response_lengths = torch.tensor([len(s.response) for s in samples], dtype=torch.float32)
+        padded_tokens = sums.pop("training/padded_tokens") * len(p.minis)
+        metrics |= sums | {
+            "actor/grad_norm": sum(grad_norms) / len(grad_norms),
+            "critic/score/mean": float(p.scores.mean()),
+            "critic/advantages/mean": float(p.advantages.mean()),
+            "critic/advantages/max": float(p.advantages.max()),
+            "critic/advantages/min": float(p.advantages.min()),
+            "episode/valid_action_ratio": sum(s.valid for s in samples) / len(samples),
+            "response_length/mean": float(response_lengths.mean()),
+            "response_length/max": float(response_lengths.max()),
+            "num_turns/mean": len(samples) / max(batch.episodes, 1),
+            "training/tokens": float(response_lengths.sum()),
+            "training/padding_share": 1.0 - sum(s.length for s in samples) / max(padded_tokens, 1.0),
+            "training/rollout_probs_diff_mean": float((sampled.exp() - learner.exp()).abs().mean()),
+            "training/rollout_mismatch_kl": float((log_ratio.exp() - log_ratio - 1).mean()),
+        }
+        p.timing["timing_s/step"] = time.perf_counter() - clock
+        return metrics | p.timing

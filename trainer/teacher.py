@@ -1,0 +1,123 @@
+"""The learner's view of the teacher (sdar.md §2): the teacher's log-prob of every sampled token under
+the privileged prompt (the skills before the student's exact prompt), from the teacher service's
+scoring core in process, on the policy's own model object (no second copy), or from a teacher service
+over HTTP, which is told of every new policy version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from shared.teacher_wire import ScoreItem, ScoreRequest
+
+MAX_ITEMS = 256
+"""Items per score request (the contract's limit)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """One step-sample as the teacher scores it."""
+
+    prompt_token_ids: list[int]
+    response_token_ids: list[int]
+    env: str
+    task: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    """The skill-routing label (`task_type`, `category` or `data_source`)."""
+
+
+def requests(queries: Sequence[Query]) -> list[ScoreRequest]:
+    """The queries as score requests of at most `MAX_ITEMS` items, skills retrieved per item."""
+    items = [
+        ScoreItem(
+            prompt_token_ids=q.prompt_token_ids,
+            response_token_ids=q.response_token_ids,
+            env=q.env,
+            task=q.task,
+            metadata=q.metadata,
+        )
+        for q in queries
+    ]
+    return [ScoreRequest(items=items[i : i + MAX_ITEMS], skills="auto") for i in range(0, len(items), MAX_ITEMS)]
+
+
+class Teacher(Protocol):
+    def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
+        """The teacher's log-prob of each response token of each query."""
+        ...
+
+    def publish(self, checkpoint: Path, version: int) -> None:
+        """The policy is now `version`, saved at `checkpoint`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalTeacher:
+    """The teacher service's scoring core in this process, on the learner's model object."""
+
+    def __init__(self, model: Any, tokenizer: Any, spec: str, **settings: Any) -> None:
+        from services.teacher.service import TeacherService  # torch and the skill library, only when used
+        from shared.models import LoadedModel
+        from shared.settings import TeacherSettings
+
+        loaded = LoadedModel(model, tokenizer, spec, spec)
+        self.model = model
+        self.service = TeacherService(TeacherSettings(model=spec, **settings), loaded=loaded)
+
+    def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for request in requests(queries):
+            out += self.service.teacher_logprobs(request)[0]
+        return out
+
+    def publish(self, checkpoint: Path, version: int) -> None:
+        self.service.publish(self.model, version, str(checkpoint))
+
+    def close(self) -> None:
+        pass
+
+
+class TeacherServiceError(RuntimeError):
+    """The teacher service refused or failed a call."""
+
+
+class HTTPTeacher:
+    """A teacher service (`python -m services.teacher`) that loads every new checkpoint."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 600.0) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def _post(self, route: str, body: dict[str, Any]) -> Any:
+        try:
+            response = self.client.post(route, json=body)
+        except httpx.TransportError as e:
+            raise TeacherServiceError(f"teacher service at {self.url} unreachable: {e}") from None
+        if response.status_code >= 400:
+            raise TeacherServiceError(f"teacher service {route}: {response.status_code} {response.text[:300]}")
+        return response.json()
+
+    def health(self) -> dict[str, Any]:
+        try:
+            return dict(self.client.get("/health").raise_for_status().json())
+        except httpx.HTTPError as e:
+            raise TeacherServiceError(f"no teacher service at {self.url} ({e})") from None
+
+    def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for request in requests(queries):
+            reply = self._post("/v1/score", request.model_dump(exclude_none=True))
+            out += [item["teacher_logprobs"] for item in reply["items"]]
+        return out
+
+    def publish(self, checkpoint: Path, version: int) -> None:
+        self._post("/v1/policy", {"path": str(checkpoint.resolve()), "version": version})
+
+    def close(self) -> None:
+        self.client.close()
