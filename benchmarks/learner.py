@@ -123,9 +123,8 @@ def main() -> None:
     lengths = [s.length for s in big]
     for bucket in (False, True):
         padded = sum(len(m) * max(lengths[i] for i in m) for m in micro_batches(range(len(big)), lengths, 8192, bucket))
-        print(
-            f"padding share over 256 samples, 8192-token micro-batches, bucket={bucket}: {1 - sum(lengths) / padded:.1%}"
-        )
+        share = 1 - sum(lengths) / padded
+        print(f"padding share over 256 samples, 8192-token micro-batches, bucket={bucket}: {share:.1%}")
 
 
 if __name__ == "__main__":
