@@ -72,15 +72,16 @@ def save(
     """Write a checkpoint of this step under `directory` and prune to the last `keep`; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{progress.step:06d}"
+    for stale in directory.glob(".tmp-*"):  # saves a kill interrupted: never complete, never used
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
     (tmp / "progress.json").write_text(json.dumps(asdict(progress) | {"rng": rng_state()}))
     _fsync_tree(tmp)
-    if final.exists():  # a step redone after a crash between its save and its ack
+    if final.exists():  # a run that reuses a step number (a resume of a copied run directory)
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in checkpoints(directory)[:-keep]:

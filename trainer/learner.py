@@ -79,6 +79,9 @@ class Sample:
     group: str
     query: Query
     valid: bool
+    temperature: float = 1.0
+    """The sampling temperature: the learner's log-probs are `log_softmax(logits / temperature)`, the
+    quantity the sampler reported (verl divides the logits the same way); 0 (greedy) counts as 1."""
 
     @property
     def length(self) -> int:
@@ -132,6 +135,7 @@ def shape(groups: Sequence[GroupRecord], invalid_penalty: float | None = None) -
                         group=group.group_id,
                         query=Query(s.prompt_token_ids, s.response_token_ids, group.env, group.task, labels),
                         valid=s.valid,
+                        temperature=group.sampling.temperature or 1.0,
                     )
                 )
     return batch
@@ -181,7 +185,7 @@ def response_logprobs(
         chosen, entropies = [], []
         for row, s in enumerate(samples):
             p, r = len(s.prompt), len(s.response)
-            logits = head(hidden[row, p - 1 : p + r - 1]).float()  # the token at t is predicted at t - 1
+            logits = head(hidden[row, p - 1 : p + r - 1]).float() / s.temperature  # token t is predicted at t - 1
             logp = torch.log_softmax(logits, dim=-1)
             chosen.append(logp.gather(1, torch.tensor(s.response, device=device)[:, None]).squeeze(1))
             if with_entropy:

@@ -22,11 +22,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import signal
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +72,9 @@ class RunConfig(BaseModel):
     seed: int = 0
     keep_checkpoints: int = Field(default=2, ge=1)
     redis_prefix: str = ""
-    """Default: `sdar:run:<run name>:`, so runs never share a stream."""
+    """Default: `sdar:run:<run name>-<random>:`, so runs never share a stream."""
+    consumer: str = "learner-0"
+    """The buffer consumer of this run (set once at creation, so a resume takes back what it held)."""
     algorithm: dict[str, Any] = Field(default_factory=lambda: {"type": "sdar"})
     learner: dict[str, Any] = Field(default_factory=dict)
 
@@ -82,7 +87,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--env", choices=ENVS, default="alfworld")
     p.add_argument("--algorithm", choices=ALGORITHM_TYPES, default="sdar")
     p.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a model directory")
-    p.add_argument("--steps", type=int, default=2, help="training steps (default 2)")
+    p.add_argument("--steps", type=int, help="training steps (default 2; with --resume: the run's own)")
     p.add_argument("--groups", type=int, default=2, help="tasks per step (default 2)")
     p.add_argument("--group-size", type=int, default=4, help="episodes per task, G (default 4)")
     p.add_argument("--max-turns", type=int, default=2, help="env steps per episode (default 2; 0: the env's)")
@@ -115,7 +120,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", help="the buffer's Redis (default: $REDIS_URL, else an embedded one)")
     p.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
     args = p.parse_args(argv)
-    for name in ("steps", "groups", "max_new_tokens", "concurrency", "mini_batch_size", "micro_batch_tokens"):
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be at least 1, not {args.steps}")
+    for name in ("groups", "max_new_tokens", "concurrency", "mini_batch_size", "micro_batch_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
     if args.group_size < 2:
@@ -157,7 +164,13 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     for name in ("kl_coef", "lam", "beta"):
         if getattr(args, name) is not None:
             algorithm[name] = getattr(args, name)
+    steps = args.steps or 2
+    warmup = 0
+    if args.env == "searchqa":  # the reference's Search-QA run: KL 0.001, a warm-up over a tenth of it
+        algorithm.setdefault("kl_coef", 0.001)
+        warmup = int(0.1 * steps)
     learner = {
+        "warmup_steps": warmup,
         "lr": args.lr,
         "mini_batch_size": args.mini_batch_size,
         "micro_batch_tokens": args.micro_batch_tokens,
@@ -169,7 +182,7 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     return RunConfig(
         env=args.env,
         model=args.model,
-        steps=args.steps,
+        steps=steps,
         groups=args.groups,
         group_size=args.group_size,
         max_turns=args.max_turns or None,
@@ -226,7 +239,7 @@ class Run:
         algorithm = make(config.algorithm)
         learner_config = LearnerConfig(**config.learner)
         saved = checkpoint.checkpoints(self.dir / "checkpoints")
-        progress = checkpoint.Progress(consumer=f"learner-{uuid.uuid4().hex[:8]}", redis_prefix=config.redis_prefix)
+        progress = checkpoint.Progress(consumer=config.consumer, redis_prefix=config.redis_prefix)
         rng: dict[str, Any] | None = None
         if saved:  # state first, before any iterator or rollout is built
             progress, rng = checkpoint.read_progress(saved[-1])
@@ -244,8 +257,8 @@ class Run:
             teacher = (
                 HTTPTeacher(args.teacher_url) if args.teacher_url else LocalTeacher(model, tokenizer, config.model)
             )
-            if saved and args.teacher_url:
-                teacher.publish(saved[-1], progress.policy_version)
+            if saved and isinstance(teacher, HTTPTeacher) and teacher.version() < progress.policy_version:
+                teacher.publish(saved[-1], progress.policy_version)  # a teacher that outlived us may have it
         learner = Learner(model, algorithm, learner_config, ref_model=ref_model, teacher=teacher)
         if saved:
             checkpoint.load_trainer_state(saved[-1], learner.optimizer, learner.scheduler)
@@ -284,7 +297,8 @@ class Run:
                     rollout_s = 0.0
                     if missing:
                         t = time.perf_counter()
-                        tasks = task_ids(config, total, step)[len(deliveries) :]
+                        held = Counter(d.group.task_id for d in deliveries)  # groups finish out of order
+                        tasks = list((Counter(task_ids(config, total, step)) - held).elements())
                         generator.engine.rng.manual_seed(config.seed * 1_000_003 + step)  # a step's draws: its own
                         with tqdm(total=missing, desc=f"step {step + 1} rollout", unit="group", leave=False) as rb:
                             summary = await roller.run(tasks, on_group=lambda _: rb.update())
@@ -316,7 +330,8 @@ class Run:
                         keep=config.keep_checkpoints,
                     )
                     metrics["timing_s/save_checkpoint"] = time.perf_counter() - t
-                    await buffer.ack([d.id for d in deliveries])
+                    if lost := await buffer.ack([d.id for d in deliveries]):
+                        raise RuntimeError(f"{len(lost)} trained group(s) were claimed by another learner: {lost[:3]}")
                     t = time.perf_counter()
                     generator.policy_version = progress.policy_version  # the same model object: nothing to copy
                     if teacher is not None:
@@ -348,7 +363,28 @@ class Run:
     async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int) -> dict[str, float]:
         """The learner step in a worker thread, the buffer kept alive meanwhile (no one claims a live
         learner's groups)."""
-        work = asyncio.ensure_future(asyncio.to_thread(learner.step, groups, step))
+        loop = asyncio.get_running_loop()
+        work: asyncio.Future[dict[str, float]] = loop.create_future()
+
+        def settle(result: dict[str, float] | None, error: BaseException | None) -> None:
+            if work.done():
+                return
+            if error is not None:
+                work.set_exception(error)
+            else:
+                work.set_result(result or {})
+
+        def run() -> None:
+            try:
+                result = learner.step(groups, step)
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting loop
+                loop.call_soon_threadsafe(settle, None, e)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        # a daemon thread, so Ctrl-C or SIGTERM stops the run now, not after the step (the default
+        # executor's threads are joined at exit)
+        threading.Thread(target=run, name="learner-step", daemon=True).start()
         while not work.done():
             await asyncio.wait({work}, timeout=10.0)
             if not work.done():
@@ -452,8 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = RunConfig.model_validate_json((directory / "config.json").read_text())
         except ValidationError as e:
             raise SystemExit(f"python -m trainer.run: error: {directory}/config.json: {e.errors()[0]['msg']}") from None
-        if args.steps != 2:  # the flag's default: a resume may extend the run
+        if args.steps is not None:  # a resume may extend the run
             config = config.model_copy(update={"steps": args.steps})
+            (directory / "config.json").write_text(config.model_dump_json(indent=2))
     else:
         try:
             config = config_from(args)
@@ -468,7 +505,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         directory = args.runs_dir / f"{stamp}-{config.env}-{config.algorithm['type']}"
         directory.mkdir(parents=True, exist_ok=False)
-        config = config.model_copy(update={"redis_prefix": f"sdar:run:{directory.name}-{uuid.uuid4().hex[:6]}:"})
+        salt = uuid.uuid4().hex[:6]
+        config = config.model_copy(
+            update={"redis_prefix": f"sdar:run:{directory.name}-{salt}:", "consumer": f"learner-{salt}"}
+        )
         (directory / "config.json").write_text(config.model_dump_json(indent=2))
     print(f"run directory: {directory}", flush=True)
     run = Run(config, directory, args)
@@ -483,8 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_url = stack.enter_context(redis_server(args.redis_url, die_with_parent=True))
             result = asyncio.run(run.train(env_url, redis_url))
         except KeyboardInterrupt:
-            print(f"\ninterrupted; stopped what this run started. Resume with --resume {directory}", file=sys.stderr)
-            return 130
+            result = None
+    if result is None:  # the services are stopped; a learner step may still run in its daemon thread
+        print(f"\ninterrupted; stopped what this run started. Resume with --resume {directory}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # not through interpreter shutdown, which would wait on (or abort) that thread
     print("\n".join(summary_lines(result, directory)))
     return 0
 

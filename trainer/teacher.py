@@ -109,6 +109,13 @@ class HTTPTeacher:
         except httpx.HTTPError as e:
             raise TeacherServiceError(f"no teacher service at {self.url} ({e})") from None
 
+    def version(self) -> int:
+        """The service's current policy version."""
+        try:
+            return int(self.client.get("/v1/policy").raise_for_status().json()["policy_version"])
+        except httpx.HTTPError as e:
+            raise TeacherServiceError(f"teacher service at {self.url}: {e}") from None
+
     def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
         out: list[list[float]] = []
         for request in requests(queries):

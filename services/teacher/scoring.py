@@ -167,10 +167,11 @@ class Scorer:
         self, model: Any, pairs: list[tuple[list[int], list[int]]], top_k: int
     ) -> list[tuple[torch.Tensor, list[list[tuple[int, float]]] | None]]:
         width = max(len(p) + len(r) for p, r in pairs)
-        ids = torch.full((len(pairs), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        device = next(model.parameters()).device
+        ids = torch.full((len(pairs), width), self.pad, dtype=torch.long, device=device)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long, device=device)
         for row, (p, r) in enumerate(pairs):
-            ids[row, : len(p) + len(r)] = torch.tensor(p + r)
+            ids[row, : len(p) + len(r)] = torch.tensor(p + r, device=device)
             mask[row, : len(p) + len(r)] = 1
         hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
         head = model.get_output_embeddings()
@@ -179,7 +180,7 @@ class Scorer:
             # the token at position t is predicted at position t - 1
             logits = head(hidden[row, len(p) - 1 : len(p) + len(r) - 1]).float()
             logp = torch.log_softmax(logits, dim=-1)
-            chosen = logp.gather(1, torch.tensor(r).unsqueeze(1)).squeeze(1)
+            chosen = logp.gather(1, torch.tensor(r, device=device).unsqueeze(1)).squeeze(1).cpu()
             top = None
             if top_k:
                 values, indices = logp.topk(top_k, dim=-1)
