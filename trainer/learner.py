@@ -352,9 +352,14 @@ class Learner:
         self.model.train()
         sums: dict[str, float] = {}
         grad_norms = []
+        total_tokens = sum(len(s.response) for s in samples)
+        padded_tokens = 0.0
         for mini in p.minis:
-            for k, v in self.backward(p, mini).items():
-                sums[k] = sums.get(k, 0.0) + v / len(p.minis)
+            share = sum(len(samples[i].response) for i in mini) / total_tokens  # a step's stats: its token-mean
+            stats = self.backward(p, mini)
+            padded_tokens += stats.pop("training/padded_tokens")
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v * share
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)))
             metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
@@ -370,7 +375,6 @@ class Learner:
         learner = torch.cat([p.learner_old[i] for i in known]).float()
         log_ratio = learner - sampled  # k3 of KL(sampler || learner) on the sampler's tokens
         response_lengths = torch.tensor([len(s.response) for s in samples], dtype=torch.float32)
-        padded_tokens = sums.pop("training/padded_tokens") * len(p.minis)
         metrics |= sums | {
             "actor/grad_norm": sum(grad_norms) / len(grad_norms),
             "critic/score/mean": float(p.scores.mean()),

@@ -210,3 +210,22 @@ def test_a_learner_refuses_an_algorithm_without_its_signals(tiny: Any) -> None:
         Learner(tiny.model, make({"type": "grpo"}), LearnerConfig())
     with pytest.raises(ValueError, match="needs a teacher"):
         Learner(tiny.model, make({"type": "sdar"}), LearnerConfig(), ref_model=tiny.model)
+
+
+def test_the_mismatch_is_zero_when_the_sampler_and_learner_agree(tiny: Any) -> None:
+    groups = varied_groups()
+    with torch.no_grad():
+        for g in groups:  # give every step the learner's own log-probs as the sampler's
+            for e in g.episodes:
+                for s in e.steps:
+                    sample = shape(
+                        [group("alfworld", [episode([(s.prompt_token_ids, s.response_token_ids, True)], True)] * 2)]
+                    )
+                    lp, _, _ = response_logprobs(tiny.model, sample.samples[:1], with_entropy=False)
+                    s.sampler_logprobs = lp[0].tolist()
+    learner = Learner(
+        copy.deepcopy(tiny.model), make({"type": "grpo", "kl_coef": 0.0}), LearnerConfig(mini_batch_size=5, lr=1e-3)
+    )
+    metrics = learner.step(groups, 0)
+    assert metrics["training/rollout_probs_diff_mean"] < 1e-5 and abs(metrics["training/rollout_mismatch_kl"]) < 1e-6
+    assert metrics["actor/ppo_kl"] != 0.0  # later mini-batches ran after an update: their ratio moved
