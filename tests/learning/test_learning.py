@@ -34,7 +34,7 @@ from trainer.generation import Sampling
 from trainer.learner import Learner, LearnerConfig
 from trainer.teacher import LocalTeacher
 
-STEPS, GROUPS, GROUP_SIZE, TOKENS, WINDOW = 14, 4, 16, 8, 3
+STEPS, GROUPS, GROUP_SIZE, TOKENS, WINDOW = 10, 4, 16, 8, 3
 MARGIN = 0.08
 
 
