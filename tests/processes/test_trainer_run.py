@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.processes
 
 ARGS = [
-    *("--env", "counter", "--algorithm", "grpo", "--model", "tiny", "--steps", "3", "--groups", "2"),
+    *("--env", "counter", "--algorithm", "grpo", "--model", "tiny", "--steps", "2", "--groups", "2"),
     *("--group-size", "4", "--max-turns", "3", "--max-new-tokens", "8", "--eval-tasks", "0"),
     *("--concurrency", "1", "--lr", "1e-3", "--autocast", "none", "--micro-batch-tokens", "64"),
 ]
@@ -98,12 +98,12 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: P
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert "resuming from" in resumed.stdout
 
-        for name, tensor in weights(a, 3).items():
-            assert (weights(b, 3)[name] - tensor).abs().max() < 1e-5, name  # type: ignore[operator]
+        for name, tensor in weights(a, 2).items():
+            assert (weights(b, 2)[name] - tensor).abs().max() < 1e-5, name  # type: ignore[operator]
         steps = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in steps] == [1, 2, 3]
+        assert [r["step"] for r in steps] == [1, 2]
         trained = [g for r in steps for g in r["groups"]]
-        assert len(trained) == len(set(trained)) == 6  # every group trained once
+        assert len(trained) == len(set(trained)) == 4  # every group trained once
         assert store.xlen(f"{prefix}groups") == 0 and store.xpending(f"{prefix}groups", "learners")["pending"] == 0
         assert store.xlen(f"{prefix}dead") == 0
     finally:
