@@ -309,7 +309,7 @@ class Learner:
             logprobs, entropy, mask = response_logprobs(self.model, chunk, with_entropy=True, autocast=self.autocast)
             assert entropy is not None
             sums["training/padded_tokens"] += len(micro) * max(lengths[i] for i in micro)
-            if mini is p.minis[0]:  # the weights have not moved yet: this forward is the old policy's
+            if list(mini) == p.minis[0]:  # the weights have not moved yet: this forward is the old policy's
                 for row, i in enumerate(micro):
                     p.learner_old[i] = logprobs[row, : len(samples[i].response)].detach()
                     p.old.setdefault(i, p.learner_old[i])
