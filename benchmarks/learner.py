@@ -2,7 +2,7 @@
 bare forward + backward + optimizer step of the same tokens with no padding (the limit), side by side
 in one run; then the share of padding tokens with and without length bucketing.
 
-    python -m benchmarks.learner [--model smollm2] [--samples 8] [--repeats 2] [--autocast none]
+    python -m benchmarks.learner [--model smollm2] [--samples 8] [--repeats 2] [--autocast bfloat16]
 
 The batch is ALFWorld-like: groups of step-samples whose prompts run 600-720 tokens and responses
 20-64 tokens (what SmolLM2's ALFWorld turns measure), random token ids, labelled with a task type so
@@ -25,7 +25,7 @@ from shared.models import load_model
 from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.algorithms import make
 from trainer.learner import Learner, LearnerConfig, Sample, micro_batches, response_logprobs, shape
-from trainer.teacher import LocalTeacher
+from trainer.teacher import LocalTeacher, requests
 
 
 def batch(samples: int, group_size: int, vocab: int, seed: int = 0) -> list[GroupRecord]:
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--autocast", choices=["none", "bfloat16"], default="none")
+    parser.add_argument("--autocast", choices=["none", "bfloat16"], default="bfloat16")
     args = parser.parse_args()
     loaded = load_model(args.model)
     groups = batch(args.samples, args.group_size, len(loaded.tokenizer))
@@ -98,26 +98,40 @@ def main() -> None:
     config = LearnerConfig(autocast=args.autocast)
     print(f"{args.model}, {len(samples)} samples, {tokens} tokens, autocast {args.autocast}")
 
-    def learner_step(kind: str) -> float:
+    phases: dict[str, dict[str, float]] = {}
+
+    def learner_step(name: str, algorithm: dict[str, Any]) -> float:
         model = copy.deepcopy(loaded.model)
-        teacher = LocalTeacher(model, loaded.tokenizer, args.model) if make({"type": kind}).needs_teacher else None
-        learner = Learner(model, make({"type": kind}), config, ref_model=loaded.model, teacher=teacher)
-        return timed(lambda: learner.step(groups, 0), args.repeats)
+        chosen = make(algorithm)
+        teacher = LocalTeacher(model, loaded.tokenizer, args.model) if chosen.needs_teacher else None
+        learner = Learner(model, chosen, config, ref_model=loaded.model, teacher=teacher)
+        runs: list[dict[str, float]] = []
+        seconds = timed(lambda: runs.append(learner.step(groups, len(runs))), args.repeats)
+        phases[name] = {k: v for k, v in runs[-1].items() if k.startswith("timing_s/")}
+        return seconds
 
     bare_model = copy.deepcopy(loaded.model)
     results = {
         "bare": timed(lambda: bare_step(bare_model, samples, config.autocast == "bfloat16"), args.repeats),
-        "grpo": learner_step("grpo"),
-        "sdar": learner_step("sdar"),
+        "grpo, kl_coef 0": learner_step("grpo, kl_coef 0", {"type": "grpo", "kl_coef": 0.0}),
+        "grpo": learner_step("grpo", {"type": "grpo"}),
+        "sdar": learner_step("sdar", {"type": "sdar"}),
     }
-    print("| step | s | samples/s | tokens/s | vs bare |")
-    print("|---|---|---|---|---|")
+    print("| step | s | samples/s | tokens/s | vs bare | reference s | teacher s | update s |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, seconds in results.items():
+        phase = phases.get(name, {})
+        cells = [f"{phase[k]:.1f}" if k in phase else "-" for k in ("timing_s/ref", "timing_s/teacher")]
+        cells.append(f"{phase.get('timing_s/update_actor', seconds):.1f}")
         print(
             f"| {name} | {seconds:.1f} | {len(samples) / seconds:.2f} | {tokens / seconds:.0f} | "
-            f"{seconds / results['bare']:.2f} |"
+            f"{seconds / results['bare']:.2f} | {' | '.join(cells)} |"
         )
     print(f"sdar / grpo: {results['sdar'] / results['grpo']:.2f}")
+    service = LocalTeacher(loaded.model, loaded.tokenizer, args.model).service
+    pairs = [pair for r in requests([s.query for s in samples]) for pair in service.teacher_pairs(r)]
+    student, privileged = sum(len(s.prompt) for s in samples), sum(len(p) for p, _ in pairs)
+    print(f"prompt tokens: student {student}, teacher {privileged} ({privileged / student:.2f}x)")
 
     big = shape(batch(256, 8, len(loaded.tokenizer), seed=1)).samples
     lengths = [s.length for s in big]

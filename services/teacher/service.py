@@ -139,14 +139,18 @@ class TeacherService:
         """Only the teacher side of `score`: each item's teacher log-probs under its privileged prompt,
         and the policy version, with one forward pass (a learner in process computes the student side
         itself). The same prompts and numbers as `score`. Blocking."""
-        prepared = self.prepare(request)
         policy = self.policy
-        pairs = []
-        for item, _ in prepared.items:
-            prompt = self.scorer.teacher_prompt(item, self.scorer.student_prompt(item))
-            pairs.append((prompt, item.response_token_ids))
+        pairs = self.teacher_pairs(request)
         rows = self.scorer.logprobs(self.teacher_model(policy), pairs, max_batch_tokens=self.settings.max_batch_tokens)
         return [chosen.tolist() for chosen, _ in rows], policy.version
+
+    def teacher_pairs(self, request: ScoreRequest) -> list[tuple[list[int], list[int]]]:
+        """Each item's privileged prompt (skills, then the student's prompt) and response, in token ids."""
+        pairs = []
+        for item, _ in self.prepare(request).items:
+            prompt = self.scorer.teacher_prompt(item, self.scorer.student_prompt(item))
+            pairs.append((prompt, item.response_token_ids))
+        return pairs
 
     def publish(self, model: Any, version: int, path: str) -> None:
         """Make `model` (a trainer's policy, shared in process) the policy at `version`."""
