@@ -51,7 +51,10 @@ class LearnerConfig(BaseModel):
     lr: float = Field(default=1e-6, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_steps: int = Field(default=0, ge=0)
-    """Linear warm-up of the learning rate over this many optimizer steps, then constant."""
+    """Linear warm-up of the learning rate over this many training steps, then constant (the
+    scheduler steps once a training step, however many mini-batches it has, as verl's actor). Step
+    `n` (from 0) trains at `lr * (n + 1) / warmup_steps`: the first is not wasted at 0, as it is
+    under transformers' `get_constant_schedule_with_warmup`."""
     grad_clip: float = Field(default=1.0, gt=0)
     mini_batch_size: int = Field(default=256, ge=1)
     """Step-samples per optimizer step (`ppo_mini_batch_size`)."""
@@ -361,10 +364,10 @@ class Learner:
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * share
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)))
-            metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
-            self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
+        self.scheduler.step()  # once a training step, as verl's actor: warm-up counts steps, not mini-batches
         self.model.eval()
         p.timing["timing_s/update_actor"] = time.perf_counter() - t
 

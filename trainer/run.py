@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -32,87 +33,93 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
+
+if TYPE_CHECKING:
+    from trainer.config import RunConfig
 
 log = logging.getLogger("trainer.run")
 ENVS = ("alfworld", "webshop", "searchqa", "counter")
 ALGORITHM_TYPES = ("sdar", "grpo", "grpo_opsd", "opsd", "rlsd")
-EVAL_TEMPERATURE = 0.4
-"""Validation sampling of the reference for ALFWorld and WebShop (Search-QA is greedy)."""
 
-
-class RunConfig(BaseModel):
-    """Everything a run is made of; saved as `RUN_DIR/config.json` and reused by `--resume`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    env: str = "alfworld"
-    model: str = "smollm2"
-    steps: int = Field(default=2, ge=1)
-    groups: int = Field(default=2, ge=1)
-    """Tasks per step (each played `group_size` times)."""
-    group_size: int = Field(default=4, ge=2)
-    split: str = "train"
-    max_turns: int | None = Field(default=2, ge=1)
-    """Env steps per episode (None: the env's own limit)."""
-    max_new_tokens: int = Field(default=96, ge=1)
-    temperature: float = Field(default=1.0, gt=0, le=10)
-    eval_split: str | None = None
-    """Default: `valid_seen` for ALFWorld, `test` for the others."""
-    eval_tasks: int = Field(default=4, ge=0)
-    """Validation tasks played once each at the end (0: no evaluation)."""
-    eval_every: int = Field(default=0, ge=0)
-    """Also evaluate every this many steps (0: only at the end)."""
-    concurrency: int = Field(default=64, ge=1)
-    """Episodes in flight at once (1 makes the rollouts of a seed reproducible)."""
-    seed: int = 0
-    keep_checkpoints: int = Field(default=2, ge=1)
-    redis_prefix: str = ""
-    """Default: `sdar:run:<run name>-<random>:`, so runs never share a stream."""
-    consumer: str = "learner-0"
-    """The buffer consumer of this run (set once at creation, so a resume takes back what it held)."""
-    algorithm: dict[str, Any] = Field(default_factory=lambda: {"type": "sdar"})
-    learner: dict[str, Any] = Field(default_factory=dict)
+FLAGS = {
+    "env": "env",
+    "algorithm": "algorithm.type",
+    "model": "model",
+    "dtype": "dtype",
+    "steps": "steps",
+    "groups": "groups",
+    "group_size": "group_size",
+    "max_turns": "max_turns",
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "eval_tasks": "eval.tasks",
+    "eval_every": "eval.every",
+    "lr": "learner.lr",
+    "kl_coef": "algorithm.kl_coef",
+    "lam": "algorithm.lam",
+    "beta": "algorithm.beta",
+    "mini_batch_size": "learner.mini_batch_size",
+    "micro_batch_tokens": "learner.micro_batch_tokens",
+    "old_logprobs": "learner.old_logprobs",
+    "aggregation": "learner.aggregation",
+    "autocast": "learner.autocast",
+    "concurrency": "concurrency",
+    "seed": "seed",
+}
+"""Each config flag and the `RunConfig` field it sets (`--set` reaches every field)."""
 
 
 # -- the command line --------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m trainer.run", description="Train an agent with SDAR (or GRPO).")
-    p.add_argument("--env", choices=ENVS, default="alfworld")
-    p.add_argument("--algorithm", choices=ALGORITHM_TYPES, default="sdar")
-    p.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a model directory")
-    p.add_argument("--steps", type=int, help="training steps (default 2; with --resume: the run's own)")
-    p.add_argument("--groups", type=int, default=2, help="tasks per step (default 2)")
-    p.add_argument("--group-size", type=int, default=4, help="episodes per task, G (default 4)")
-    p.add_argument("--max-turns", type=int, default=2, help="env steps per episode (default 2; 0: the env's)")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="tokens per turn (default 96)")
-    p.add_argument("--temperature", type=float, default=1.0, help="rollout sampling temperature (default 1.0)")
-    p.add_argument("--eval-tasks", type=int, default=4, help="validation tasks at the end (default 4; 0: none)")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps too (default 0: at the end)")
-    p.add_argument("--lr", type=float, default=1e-6, help="learning rate (default 1e-6, the reference's)")
-    p.add_argument("--kl-coef", type=float, help="KL coefficient (default the algorithm's, 0.01)")
+    p = argparse.ArgumentParser(
+        prog="python -m trainer.run",
+        description="Train an agent with SDAR (or GRPO). A run starts from a preset (--list-presets "
+        "shows them); flags and --set KEY=VALUE change any of its fields.",
+        epilog="Example: python -m trainer.run --preset alfworld --model DIR --set learner.lr=2e-6 --set eval.every=5",
+    )
+    p.add_argument("--preset", default=None, help="the starting config (default cpu-demo; see --list-presets)")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and their settings, and exit")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config field, dotted (learner.lr=2e-6, algorithm.beta=3, eval.every=5); repeatable, "
+        "applied after the flags",
+    )
+    p.add_argument("--env", choices=ENVS)
+    p.add_argument("--algorithm", choices=ALGORITHM_TYPES, help="the algorithm (the presets': sdar)")
+    p.add_argument("--model", help="smollm2 (default), tiny, or a model directory")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, help="weights (default float32)")
+    p.add_argument("--steps", type=int, help="training steps (with --resume: extends the run to this many)")
+    p.add_argument("--groups", type=int, help="tasks per step")
+    p.add_argument("--group-size", type=int, help="episodes per task, G")
+    p.add_argument("--max-turns", type=int, help="env steps per episode (0: the env's limit)")
+    p.add_argument("--max-new-tokens", type=int, help="response tokens per turn")
+    p.add_argument("--temperature", type=float, help="rollout sampling temperature (default 1.0)")
+    p.add_argument("--eval-tasks", type=int, help="validation tasks (0: no evaluation)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N steps too (0: only at the end)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-6, the reference's)")
+    p.add_argument("--kl-coef", type=float, help="KL coefficient (the reference's: 0.01; 0.001 Search-QA)")
     p.add_argument("--lam", type=float, help="SDAR's lambda (default 0.01)")
     p.add_argument("--beta", type=float, help="SDAR's gate beta (default 5.0)")
-    p.add_argument("--mini-batch-size", type=int, default=256, help="step-samples per optimizer step (256)")
-    p.add_argument("--micro-batch-tokens", type=int, default=8192, help="padded tokens per forward pass (8192)")
-    p.add_argument("--old-logprobs", choices=["recompute", "sampler"], default="recompute")
-    p.add_argument("--aggregation", choices=["global", "legacy"], default="global")
+    p.add_argument("--mini-batch-size", type=int, help="step-samples per optimizer step")
+    p.add_argument("--micro-batch-tokens", type=int, help="padded tokens per forward pass (default 8192)")
+    p.add_argument("--old-logprobs", choices=["recompute", "sampler"])
+    p.add_argument("--aggregation", choices=["global", "legacy"])
     p.add_argument(
         "--autocast",
         choices=["none", "bfloat16"],
-        default="bfloat16",
         help="the learner's forward passes under bfloat16 autocast, weights and optimizer in float32 (default; "
         "the reference trains bf16 mixed precision) or none (float32 throughout)",
     )
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="weights (default float32)")
-    p.add_argument("--concurrency", type=int, default=64, help="episodes in flight (default 64)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, help="episodes in flight (default 64)")
+    p.add_argument("--seed", type=int)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default runs/)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--env-url", help="an env service to use (default: one started here)")
@@ -120,32 +127,78 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", help="the buffer's Redis (default: $REDIS_URL, else an embedded one)")
     p.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
     args = p.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        p.error(f"--steps must be at least 1, not {args.steps}")
-    for name in ("groups", "max_new_tokens", "concurrency", "mini_batch_size", "micro_batch_tokens"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
-    if args.group_size < 2:
-        p.error("--group-size must be at least 2 (GRPO compares the episodes of a group)")
-    for name in ("max_turns", "eval_tasks", "eval_every"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')} must not be negative")
+    if args.list_presets:
+        return args
     for flag in ("env_url", "teacher_url"):
         url = getattr(args, flag)
         if url is not None and not url.startswith(("http://", "https://")):
             p.error(f"--{flag.replace('_', '-')} must be an http(s) URL")
-    if args.resume is not None and not (args.resume / "config.json").is_file():
-        p.error(f"--resume {args.resume}: not a run directory (no config.json)")
-    if args.resume is None:
-        try:
-            check_spec(args.model)
-        except ModelNotFound as e:
-            p.error(str(e))
+    args.config = None
+    try:
+        overrides = override_fields(args)
+        if args.resume is None:
+            args.config = build_config(args.preset, overrides)
+            check_spec(args.config.model)
+        else:
+            check_resume(args.resume, args.preset, overrides)
+    except (ValueError, ModelNotFound) as e:
+        p.error(str(e))
     for flag, name in (("env_url", "env service"), ("teacher_url", "teacher service")):
         url = getattr(args, flag)
         if url is not None and not reachable(url):
             p.error(f"cannot reach the {name} at {url} (GET /health)")
     return args
+
+
+def override_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the flags given and each `--set` (after them) change, as nested dicts."""
+    from trainer.presets import assignment, merge, nested
+
+    overrides: dict[str, Any] = {}
+    for name, path in FLAGS.items():
+        value = getattr(args, name)
+        if value is not None:
+            if name == "max_turns" and value == 0:
+                value = None
+            overrides = merge(overrides, nested(path.split("."), value))
+    for text in args.set:
+        overrides = merge(overrides, nested(*assignment(text)))
+    return overrides
+
+
+def build_config(preset: str | None, overrides: dict[str, Any]) -> Any:
+    """The preset with the overrides, validated: a `RunConfig`, or a one-line `ValueError`."""
+    from trainer.config import validate  # pydantic models of the algorithms: torch, once the flags parse
+    from trainer.presets import DEFAULT, resolve
+
+    return validate(resolve(preset or DEFAULT, overrides))
+
+
+def check_resume(directory: Path, preset: str | None, overrides: dict[str, Any]) -> None:
+    """A resumed run keeps its config: flags may repeat its values (the same command line with
+    `--resume`), and only `steps` may change."""
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"--resume {directory}: not a run directory (no config.json)")
+    if preset is not None:
+        raise ValueError("--resume continues a run with its own config.json; --preset does not apply")
+    try:
+        saved = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--resume {directory}: config.json does not read: {e}") from None
+
+    def walk(over: dict[str, Any], have: Any, path: str) -> None:
+        for key, value in over.items():
+            here = f"{path}{key}"
+            old = have.get(key) if isinstance(have, dict) else None
+            if isinstance(value, dict):
+                walk(value, old, f"{here}.")
+            elif here != "steps" and old != value:
+                raise ValueError(
+                    f"--resume: {here} is {old!r} in {directory}/config.json, not {value!r}; "
+                    "a resumed run keeps its config (only --steps may change)"
+                )
+
+    walk(overrides, saved, "")
 
 
 def reachable(url: str) -> bool:
@@ -159,45 +212,15 @@ def reachable(url: str) -> bool:
     return True
 
 
-def config_from(args: argparse.Namespace) -> RunConfig:
-    algorithm: dict[str, Any] = {"type": args.algorithm}
-    for name in ("kl_coef", "lam", "beta"):
-        if getattr(args, name) is not None:
-            algorithm[name] = getattr(args, name)
-    steps = args.steps or 2
-    warmup = 0
-    if args.env == "searchqa":  # the reference's Search-QA run: KL 0.001, a warm-up over a tenth of it
-        algorithm.setdefault("kl_coef", 0.001)
-        warmup = int(0.1 * steps)
-    learner = {
-        "warmup_steps": warmup,
-        "lr": args.lr,
-        "mini_batch_size": args.mini_batch_size,
-        "micro_batch_tokens": args.micro_batch_tokens,
-        "old_logprobs": args.old_logprobs,
-        "aggregation": args.aggregation,
-        "autocast": args.autocast,
-        "seed": args.seed,
-    }
-    return RunConfig(
-        env=args.env,
-        model=args.model,
-        steps=steps,
-        groups=args.groups,
-        group_size=args.group_size,
-        max_turns=args.max_turns or None,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        eval_tasks=args.eval_tasks,
-        eval_every=args.eval_every,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        algorithm=algorithm,
-        learner=learner,
-    )
-
-
 # -- the run -----------------------------------------------------------------------------------
+
+
+def agent(config: RunConfig) -> Any:
+    """The env's agent protocol, with the run's history length."""
+    from trainer.agents import protocol
+
+    chosen = protocol(config.env)
+    return chosen if config.history is None else dataclasses.replace(chosen, history=config.history)
 
 
 def task_ids(config: RunConfig, total: int, step: int) -> list[str]:
@@ -226,18 +249,15 @@ class Run:
         from shared.envs_client import AsyncEnvClient
         from shared.models import DTYPES, load_model
         from trainer import checkpoint
-        from trainer.agents import protocol
-        from trainer.algorithms import make
         from trainer.buffer import RedisBuffer
         from trainer.engine import HFGenerator
         from trainer.generation import Sampling
-        from trainer.learner import Learner, LearnerConfig
+        from trainer.learner import Learner
         from trainer.rollout import Roller, RolloutConfig
         from trainer.teacher import HTTPTeacher, LocalTeacher, Teacher
 
         config, args = self.config, self.args
-        algorithm = make(config.algorithm)
-        learner_config = LearnerConfig(**config.learner)
+        algorithm, learner_config = config.algorithm, config.learner
         saved = checkpoint.checkpoints(self.dir / "checkpoints")
         progress = checkpoint.Progress(consumer=config.consumer, redis_prefix=config.redis_prefix)
         rng: dict[str, Any] | None = None
@@ -245,7 +265,7 @@ class Run:
             progress, rng = checkpoint.read_progress(saved[-1])
             print(f"resuming from {saved[-1]} (step {progress.step}, policy version {progress.policy_version})")
 
-        dtype = DTYPES[args.dtype]
+        dtype = DTYPES[config.dtype]
         loaded = load_model(str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype)
         model, tokenizer = loaded.model, loaded.tokenizer
         ref_model = None
@@ -276,6 +296,7 @@ class Run:
             group_size=config.group_size,
             max_steps=config.max_turns,
             max_new_tokens=config.max_new_tokens,
+            max_prompt_tokens=config.max_prompt_tokens,
             concurrency=config.concurrency,
         )
         last: dict[str, Any] = {}
@@ -283,7 +304,7 @@ class Run:
         try:
             async with AsyncEnvClient(env_url, retries=6) as client:
                 total = (await client.tasks(config.env, config.split, 0, 1)).total
-                roller = Roller(client, generator, tokenizer, protocol(config.env), buffer, rollout_config)
+                roller = Roller(client, generator, tokenizer, agent(config), buffer, rollout_config)
                 bar = tqdm(total=config.steps, initial=progress.step, desc="training steps", unit="step")
                 for step in range(progress.step, config.steps):
                     clock = time.perf_counter()
@@ -347,10 +368,11 @@ class Run:
                         score=f"{metrics.get('critic/score/mean', 0):.2f}",
                         success=f"{metrics.get('episode/success_rate', 0):.2f}",
                     )
-                    if config.eval_every and progress.step % config.eval_every == 0 and progress.step < config.steps:
+                    every = config.eval.every
+                    if config.eval.tasks and every and progress.step % every == 0 and progress.step < config.steps:
                         self.log(await self.evaluate(client, model, tokenizer, progress.step))
                 bar.close()
-                if config.eval_tasks:
+                if config.eval.tasks:
                     evaluation = await self.evaluate(client, model, tokenizer, progress.step)
                     self.log(evaluation)
         finally:
@@ -397,24 +419,27 @@ class Run:
         from tqdm import tqdm
 
         from shared.rollout_wire import GroupRecord
-        from trainer.agents import protocol
         from trainer.buffer import MemoryBuffer
         from trainer.engine import HFGenerator
         from trainer.generation import Sampling
         from trainer.rollout import Roller, RolloutConfig
 
         config = self.config
-        split = config.eval_split or ("valid_seen" if config.env == "alfworld" else "test")
+        split = config.eval.split_for(config.env)
         total = (await client.tasks(config.env, split, 0, 1)).total
-        n = min(config.eval_tasks, total)
+        n = min(config.eval.tasks, total)
         tasks = [f"{config.env}/{split}/{i * total // n}" for i in range(n)]
-        temperature = 0.0 if config.env == "searchqa" else EVAL_TEMPERATURE
+        temperature = config.eval.temperature_for(config.env)
         generator = HFGenerator(model, tokenizer, Sampling(temperature, 1.0, config.max_new_tokens), seed=config.seed)
         rollout_config = RolloutConfig(
-            env=config.env, group_size=1, max_steps=config.max_turns, max_new_tokens=config.max_new_tokens
+            env=config.env,
+            group_size=1,
+            max_steps=config.max_turns,
+            max_new_tokens=config.max_new_tokens,
+            max_prompt_tokens=config.max_prompt_tokens,
         )
         try:
-            roller = Roller(client, generator, tokenizer, protocol(config.env), MemoryBuffer(), rollout_config)
+            roller = Roller(client, generator, tokenizer, agent(config), MemoryBuffer(), rollout_config)
             groups: list[GroupRecord] = []
 
             def finished(group: GroupRecord) -> None:
@@ -473,11 +498,17 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_presets:
+        from trainer.presets import listing
+
+        print(listing())
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
     from shared.launch import ServiceProcess
     from shared.redis import redis_server
+    from trainer.config import validate
 
     hf_logging.disable_progress_bar()
     signal.signal(signal.SIGTERM, _interrupt)  # stop what this run started, as on Ctrl-C
@@ -485,31 +516,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resume is not None:
         directory = args.resume
         try:
-            config = RunConfig.model_validate_json((directory / "config.json").read_text())
-        except ValidationError as e:
-            raise SystemExit(f"python -m trainer.run: error: {directory}/config.json: {e.errors()[0]['msg']}") from None
-        if args.steps is not None:  # a resume may extend the run
-            config = config.model_copy(update={"steps": args.steps})
-            (directory / "config.json").write_text(config.model_dump_json(indent=2))
+            fields = json.loads((directory / "config.json").read_text())
+            if args.steps is not None:  # a resume may extend the run
+                fields["steps"] = args.steps
+            config = validate(fields)
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"python -m trainer.run: error: {directory}/config.json: {e}") from None
+        (directory / "config.json").write_text(config.model_dump_json(indent=2))
     else:
-        try:
-            config = config_from(args)
-            from trainer.algorithms import AlgorithmError, make
-            from trainer.learner import LearnerConfig
-
-            make(config.algorithm)
-            LearnerConfig(**config.learner)
-        except (ValidationError, AlgorithmError) as e:
-            message = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
-            raise SystemExit(f"python -m trainer.run: error: {message}") from None
+        config = args.config
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        directory = args.runs_dir / f"{stamp}-{config.env}-{config.algorithm['type']}"
+        directory = args.runs_dir / f"{stamp}-{config.env}-{config.algorithm.type}"
         directory.mkdir(parents=True, exist_ok=False)
         salt = uuid.uuid4().hex[:6]
         config = config.model_copy(
             update={"redis_prefix": f"sdar:run:{directory.name}-{salt}:", "consumer": f"learner-{salt}"}
         )
         (directory / "config.json").write_text(config.model_dump_json(indent=2))
+    print(f"config:\n{config.model_dump_json(indent=2)}", flush=True)
     print(f"run directory: {directory}", flush=True)
     run = Run(config, directory, args)
     with contextlib.ExitStack() as stack:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,14 @@ import pytest
         (["--teacher-url", "http://127.0.0.1:1", "--env-url", "http://127.0.0.1:1"], "cannot reach"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--algorithm", "ppo"], "argument --algorithm: invalid choice: 'ppo'"),
-        (["--steps", "-1"], "--steps must be at least 1, not -1"),
-        (["--group-size", "1"], "--group-size must be at least 2"),
+        (["--steps", "-1"], "steps: Input should be greater than or equal to 1 (got -1)"),
+        (["--group-size", "1"], "group_size: Input should be greater than or equal to 2 (got 1)"),
+        (["--preset", "huge"], "unknown preset 'huge'; choose one of alfworld, webshop, searchqa, cpu-demo"),
+        (["--set", "learner.lr"], "--set 'learner.lr': expected KEY=VALUE"),
+        (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0 (got -1)"),
+        (["--set", "learner.bogus=1"], "learner.bogus: unknown key"),
+        (["--set", "eval.every=often"], "eval.every: Input should be a valid integer"),
+        (["--algorithm", "grpo", "--lam", "0.1"], "algorithm.lam: unknown key"),
         (["--model", "/nowhere/model"], "/nowhere/model"),
         (["--resume", "/tmp"], "--resume /tmp: not a run directory (no config.json)"),
     ],
@@ -45,3 +52,30 @@ def test_every_command_answers_its_flags_before_importing_torch(module: str, fla
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "transformers", "textworld"))
     assert heavy == [], f"{module} {flag} imported {heavy[:5]}"
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    """The same command line with `--resume` is fine; a changed value is refused, naming the field."""
+    (tmp_path / "config.json").write_text('{"seed": 3, "learner": {"lr": 0.001}}')
+    for flags, says in (
+        (["--lr", "1"], "learner.lr is 0.001 in"),
+        (["--set", "seed=4"], "seed is 3 in"),
+        (["--preset", "alfworld"], "--preset does not apply"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "trainer.run", "--resume", str(tmp_path), *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2 and "--resume" in out.stderr and says in out.stderr, out.stderr
+
+
+def test_list_presets_prints_each_with_its_settings() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.run", "--list-presets"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("alfworld", "webshop", "searchqa", "cpu-demo"):
+        assert f"\n{name}:\n" in out.stdout
+    assert '"kl_coef": 0.001' in out.stdout and '"mini_batch_size": 64' in out.stdout
