@@ -85,7 +85,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _learner_defaults(self) -> RunConfig:
         given = self.learner.model_fields_set
-        update = {"seed": self.seed} if "seed" not in given else {}
+        update: dict[str, Any] = {"seed": self.seed} if "seed" not in given else {}
         update |= {"autocast": "bfloat16"} if "autocast" not in given else {}
         if update:
             self.learner = self.learner.model_copy(update=update)
