@@ -14,6 +14,7 @@ from trainer.algorithms.sdar import SDAR
 from trainer.learner import LearnerConfig
 
 ENVS = ("alfworld", "webshop", "searchqa", "counter")
+Logger = Literal["tensorboard", "wandb", "trackio"]
 EVAL_TEMPERATURE = 0.4
 """Validation sampling of the reference for ALFWorld and WebShop (Search-QA is greedy)."""
 
@@ -76,6 +77,9 @@ class RunConfig(BaseModel):
     """Default: `sdar:run:<run name>-<random>:`, so runs never share a stream."""
     consumer: str = "learner-0"
     """The buffer consumer of this run (set once at creation, so a resume takes back what it held)."""
+    loggers: list[Logger] = Field(default_factory=lambda: list[Logger](["tensorboard"]))
+    """Where the metrics go beside `metrics.jsonl`: TensorBoard event files in the run directory, and
+    Weights & Biases or trackio when installed and asked for."""
     algorithm: AlgorithmConfig = Field(default_factory=SDAR)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     """The learner; a run's defaults differ from the library's in two fields: `autocast` is

@@ -4,7 +4,9 @@ With no arguments, on a machine with nothing running, it starts what it needs (t
 local process, an embedded Redis from the pip-installed binary, the teacher in process on the
 policy's own model object), trains SmolLM2-135M-Instruct with SDAR on ALFWorld for a few small steps,
 evaluates on a few `valid_seen` games at temperature 0.4, and writes `runs/<timestamp>/`:
-`config.json`, `metrics.jsonl` (a line per step and per evaluation), `checkpoints/`. Given URLs
+`config.json`, `metrics.jsonl` (a line per step and per evaluation), `tensorboard/`, `plots/`,
+`README.md` (a summary), `checkpoints/`. A run starts from a preset (`trainer/presets.py`) changed by
+flags and `--set KEY=VALUE`; its config is `trainer/config.py`'s `RunConfig`. Given URLs
 (`--env-url`, `--teacher-url`, `--redis-url`) replace the embedded services.
 
 One step, in order: take back any groups this run held when it was killed, roll out the rest of the
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -171,7 +174,11 @@ def build_config(preset: str | None, overrides: dict[str, Any]) -> Any:
     from trainer.config import validate  # pydantic models of the algorithms: torch, once the flags parse
     from trainer.presets import DEFAULT, resolve
 
-    return validate(resolve(preset or DEFAULT, overrides))
+    config = validate(resolve(preset or DEFAULT, overrides))
+    for name in config.loggers:
+        if name != "tensorboard" and importlib.util.find_spec(name) is None:
+            raise ValueError(f"loggers: {name} is not installed (pip install {name}), or leave it out")
+    return config
 
 
 def check_resume(directory: Path, preset: str | None, overrides: dict[str, Any]) -> None:
@@ -238,10 +245,15 @@ class Run:
         self.dir = directory
         self.args = args
         self.metrics = directory / "metrics.jsonl"
+        self.report: Any = None
 
     def log(self, record: dict[str, Any]) -> None:
+        """A line of `metrics.jsonl`, and the same to TensorBoard (and the loggers asked for); an
+        evaluation redraws the plots."""
         with self.metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.report is not None:
+            self.report.log(record)
 
     async def train(self, env_url: str, redis_url: str) -> dict[str, Any]:
         from tqdm import tqdm
@@ -253,6 +265,7 @@ class Run:
         from trainer.engine import HFGenerator
         from trainer.generation import Sampling
         from trainer.learner import Learner
+        from trainer.report import Report
         from trainer.rollout import Roller, RolloutConfig
         from trainer.teacher import HTTPTeacher, LocalTeacher, Teacher
 
@@ -265,6 +278,7 @@ class Run:
             progress, rng = checkpoint.read_progress(saved[-1])
             print(f"resuming from {saved[-1]} (step {progress.step}, policy version {progress.policy_version})")
 
+        self.report = Report(self.dir, config.model_dump(), start_step=progress.step, loggers=config.loggers)
         dtype = DTYPES[config.dtype]
         loaded = load_model(str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype)
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -380,6 +394,7 @@ class Run:
             await buffer.close()
             if teacher is not None:
                 teacher.close()
+            self.report.close()
         return {"last": last, "eval": evaluation, "progress": progress}
 
     async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int) -> dict[str, float]:
@@ -414,58 +429,26 @@ class Run:
         return dict(work.result())
 
     async def evaluate(self, client: Any, model: Any, tokenizer: Any, step: int) -> dict[str, Any]:
-        """Each of `eval_tasks` validation tasks (spread over the split) played once at temperature 0.4
-        (greedy for Search-QA), no skills in the prompt."""
-        from tqdm import tqdm
-
-        from shared.rollout_wire import GroupRecord
-        from trainer.buffer import MemoryBuffer
-        from trainer.engine import HFGenerator
-        from trainer.generation import Sampling
-        from trainer.rollout import Roller, RolloutConfig
+        """The validation split, as the reference evaluates (`trainer/evaluation.py`)."""
+        from trainer.evaluation import evaluate
 
         config = self.config
-        split = config.eval.split_for(config.env)
-        total = (await client.tasks(config.env, split, 0, 1)).total
-        n = min(config.eval.tasks, total)
-        tasks = [f"{config.env}/{split}/{i * total // n}" for i in range(n)]
-        temperature = config.eval.temperature_for(config.env)
-        generator = HFGenerator(model, tokenizer, Sampling(temperature, 1.0, config.max_new_tokens), seed=config.seed)
-        rollout_config = RolloutConfig(
+        record = await evaluate(
+            client,
+            model,
+            tokenizer,
+            agent(config),
             env=config.env,
-            group_size=1,
-            max_steps=config.max_turns,
+            split=config.eval.split_for(config.env),
+            tasks=config.eval.tasks,
+            temperature=config.eval.temperature_for(config.env),
+            max_turns=config.max_turns,
             max_new_tokens=config.max_new_tokens,
             max_prompt_tokens=config.max_prompt_tokens,
+            seed=config.seed,
+            concurrency=config.concurrency,
         )
-        try:
-            roller = Roller(client, generator, tokenizer, agent(config), MemoryBuffer(), rollout_config)
-            groups: list[GroupRecord] = []
-
-            def finished(group: GroupRecord) -> None:
-                groups.append(group)
-                bar.update()
-
-            with tqdm(total=n, desc=f"eval {split}", unit="task", leave=False) as bar:
-                await roller.run(tasks, on_group=finished)
-        finally:
-            await generator.aclose()
-        episodes = [(g, e) for g in groups for e in g.episodes if e.usable]
-        steps = [s for _, e in episodes for s in e.steps]
-        by_label: dict[str, list[bool]] = {}
-        for g, e in episodes:
-            by_label.setdefault(g.label or "all", []).append(e.won)
-        record: dict[str, Any] = {
-            "step": step,
-            "eval": split,
-            "val/success_rate": sum(e.won for _, e in episodes) / max(len(episodes), 1),
-            "val/invalid_rate": sum(not s.valid for s in steps) / max(len(steps), 1),
-            "val/episode_length": len(steps) / max(len(episodes), 1),
-            "val/episodes": len(episodes),
-            "val/faulted": sum(not e.usable for g in groups for e in g.episodes),
-        }
-        record |= {f"val/success_rate/{k}": sum(v) / len(v) for k, v in sorted(by_label.items())}
-        return record
+        return {"step": step} | record
 
 
 def summary_lines(result: dict[str, Any], directory: Path) -> list[str]:
@@ -552,7 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ninterrupted; stopped what this run started. Resume with --resume {directory}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)  # not through interpreter shutdown, which would wait on (or abort) that thread
-    print("\n".join(summary_lines(result, directory)))
+    lines = summary_lines(result, directory)
+    run.report.finish(lines)
+    print("\n".join(lines))
+    print(f"plots: {directory / 'plots'}; summary: {directory / 'README.md'}")
     return 0
 
 

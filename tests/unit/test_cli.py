@@ -37,7 +37,14 @@ def test_trainer_run_rejects_bad_flags(args: list[str], says: str) -> None:
     assert says in error and error.startswith("python -m trainer.run: error:"), out.stderr
 
 
-COMMANDS = ["services.envs", "services.teacher", "trainer.rollout", "trainer.openai_server", "trainer.run"]
+COMMANDS = [
+    "services.envs",
+    "services.teacher",
+    "trainer.rollout",
+    "trainer.openai_server",
+    "trainer.run",
+    "trainer.eval",
+]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -52,6 +59,38 @@ def test_every_command_answers_its_flags_before_importing_torch(module: str, fla
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "transformers", "textworld"))
     assert heavy == [], f"{module} {flag} imported {heavy[:5]}"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "one of the arguments --checkpoint --model is required"),
+        (["--model", "tiny", "--checkpoint", "/tmp"], "not allowed with argument"),
+        (["--checkpoint", "/tmp"], "--checkpoint /tmp: neither a run directory nor a checkpoint"),
+        (["--model", "/nowhere/model"], "/nowhere/model"),
+        (["--model", "tiny", "--limit", "0"], "--limit must be at least 1, not 0"),
+        (["--model", "tiny", "--temperature", "-1"], "--temperature must be in [0, 10], not -1.0"),
+        (["--model", "tiny", "--env", "chess"], "argument --env: invalid choice: 'chess'"),
+        (["--model", "tiny", "--env-url", "ftp://x"], "--env-url must be an http(s) URL"),
+    ],
+)
+def test_trainer_eval_rejects_bad_flags(args: list[str], says: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "trainer.eval", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    error = out.stderr.strip().splitlines()[-1]
+    assert says in error and error.startswith("python -m trainer.eval: error:"), out.stderr
+
+
+def test_trainer_eval_of_a_run_with_no_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text("{}")
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.eval", "--checkpoint", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "the run has no checkpoint yet" in out.stderr, out.stderr
 
 
 def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
