@@ -3,6 +3,7 @@ bare forward + backward + optimizer step of the same tokens with no padding (the
 in one run; then the share of padding tokens with and without length bucketing.
 
     python -m benchmarks.learner [--model smollm2] [--samples 8] [--repeats 2] [--autocast bfloat16]
+    python -m benchmarks.learner --memory    # peak memory of a step, logits whole or in chunks
 
 The batch is ALFWorld-like: groups of step-samples whose prompts run 600-720 tokens and responses
 20-64 tokens (what SmolLM2's ALFWorld turns measure), random token ids, labelled with a task type so
@@ -28,14 +29,16 @@ from trainer.learner import Learner, LearnerConfig, Sample, micro_batches, respo
 from trainer.teacher import LocalTeacher, requests
 
 
-def batch(samples: int, group_size: int, vocab: int, seed: int = 0) -> list[GroupRecord]:
+def batch(
+    samples: int, group_size: int, vocab: int, seed: int = 0, responses: tuple[int, int] = (20, 64)
+) -> list[GroupRecord]:
     rng = random.Random(seed)
     groups = []
     for _ in range(max(1, samples // group_size)):
         episodes = []
         for k in range(group_size):
             prompt = [rng.randrange(100, vocab) for _ in range(rng.randint(600, 720))]
-            response = [rng.randrange(100, vocab) for _ in range(rng.randint(20, 64))]
+            response = [rng.randrange(100, vocab) for _ in range(rng.randint(*responses))]
             step = StepSample(
                 step=0,
                 policy_version=0,
@@ -83,6 +86,76 @@ def bare_step(model: Any, samples: list[Sample], autocast: bool) -> None:
     model.eval()
 
 
+def peak_rss_during(fn: Any) -> tuple[float, float]:
+    """`fn()`'s peak resident memory above what the process held before it (MiB, sampled every
+    2 ms), and its seconds."""
+    import threading
+    import time
+
+    import psutil
+
+    process = psutil.Process()
+    start = process.memory_info().rss
+    peak = start
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    clock = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - clock
+    done.set()
+    watcher.join()
+    return (peak - start) / 2**20, seconds
+
+
+def memory_one(model_name: str, chunk: int, autocast: str, checkpointing: bool) -> None:
+    """One learner step (grpo, no reference) in this fresh process; prints its peak memory as JSON."""
+    import json
+
+    loaded = load_model(model_name)
+    groups = batch(8, 4, len(loaded.tokenizer), seed=2, responses=(384, 512))
+    config = LearnerConfig(
+        autocast=autocast,  # type: ignore[arg-type]
+        logits_chunk=chunk,
+        gradient_checkpointing=checkpointing,
+    )
+    learner = Learner(loaded.model, make({"type": "grpo", "kl_coef": 0.0}), config)
+    learner.step(groups, 0)  # warm-up: the optimizer's state exists after it
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # what the warm-up freed goes back, so the step's peak shows
+    mib, seconds = peak_rss_during(lambda: learner.step(groups, 1))
+    tokens = sum(len(s.response) for s in shape(groups).samples)
+    print(json.dumps({"peak_mib": mib, "seconds": seconds, "response_tokens": tokens}))
+
+
+def memory(model_name: str, autocast: str) -> None:
+    """Peak memory of a learner step with the logits whole and in chunks, each in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    print("| logits_chunk | gradient checkpointing | response tokens | peak above the loaded model, MiB | step s |")
+    print("|---|---|---|---|---|")
+    for chunk, checkpointing in ((0, False), (1024, False), (256, False), (1024, True)):
+        command = [sys.executable, "-m", "benchmarks.learner", "--model", model_name, "--autocast", autocast]
+        command += ["--memory-one", str(chunk)] + ["--checkpointing"] * checkpointing
+        out = subprocess.run(command, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        name = "0 (whole)" if chunk == 0 else str(chunk)
+        print(
+            f"| {name} | {'yes' if checkpointing else 'no'} | {r['response_tokens']} | {r['peak_mib']:.0f} | "
+            f"{r['seconds']:.1f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learner", description=__doc__)
     parser.add_argument("--model", default="smollm2")
@@ -90,7 +163,14 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--autocast", choices=["none", "bfloat16"], default="bfloat16")
+    parser.add_argument("--memory", action="store_true", help="peak memory with and without logit chunks")
+    parser.add_argument("--memory-one", type=int, metavar="CHUNK", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_one is not None:
+        return memory_one(args.model, args.memory_one, args.autocast, args.checkpointing)
+    if args.memory:
+        return memory(args.model, args.autocast)
     loaded = load_model(args.model)
     groups = batch(args.samples, args.group_size, len(loaded.tokenizer))
     samples = shape(groups).samples

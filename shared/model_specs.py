@@ -70,6 +70,16 @@ def check_spec(spec: str) -> None:
     if spec in (DEFAULT, "default", TINY):
         return
     path = local_path(spec)
+    if (Path(path) / "adapter_config.json").is_file():  # a LoRA adapter: its base loads by the same rules
+        import json
+
+        try:
+            base = json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        except ValueError as e:
+            raise ModelNotFound(f"{path}/adapter_config.json does not read: {e}") from None
+        if not isinstance(base, str) or not base:
+            raise ModelNotFound(f"{path}/adapter_config.json names no base_model_name_or_path")
+        return check_spec(base)
     if not (Path(path) / "config.json").is_file():
         raise ModelNotFound(f"{path} holds no model (no config.json)")
 

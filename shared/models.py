@@ -8,7 +8,8 @@
   that directory in well under a second (platform.md §1);
 - `tiny`: a small random Llama on SmolLM2's tokenizer, for tests and smoke runs (seeded, so every
   process builds the same weights);
-- a local directory in Hugging Face format;
+- a local directory in Hugging Face format, or a LoRA adapter directory (`adapter_config.json`, as
+  `peft` saves one) over a base model that loads by these same rules (its `base_model_name_or_path`);
 - a Hugging Face model name, when it is already in the local Hugging Face cache.
 
 Hub access is switched off for the process (`HF_HUB_OFFLINE=1`, here and in `shared.model_specs`,
@@ -37,6 +38,7 @@ from shared.model_specs import DEFAULT, DTYPE_NAMES, GGUF_SHA256, TINY, gguf_pat
 from shared.settings import default_cache_dir
 
 log = logging.getLogger(__name__)
+ADAPTER_CONFIG = "adapter_config.json"
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 """The weight types a model is loaded in, by the name the flags and settings use."""
@@ -149,9 +151,22 @@ def tiny_model(tokenizer: Any, seed: int = 0) -> PreTrainedModel:
 
 
 def load_model(
-    spec: str = DEFAULT, *, cache_dir: Path | None = None, dtype: torch.dtype = torch.float32
+    spec: str = DEFAULT, *, cache_dir: Path | None = None, dtype: torch.dtype = torch.float32, trainable: bool = False
 ) -> LoadedModel:
-    """A causal LM and its tokenizer, in eval mode, on the CPU."""
+    """A causal LM and its tokenizer, in eval mode, on the CPU. An adapter directory gives its base
+    with the adapter applied (`trainable`: the adapter's weights take gradients, to train on)."""
+    adapter = Path(spec).expanduser() / ADAPTER_CONFIG
+    if adapter.is_file():
+        import json
+
+        from peft import PeftModel
+
+        base_spec = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base_spec:
+            raise ValueError(f"{adapter} names no base_model_name_or_path")
+        base = load_model(str(base_spec), cache_dir=cache_dir, dtype=dtype)
+        model = PeftModel.from_pretrained(base.model, str(adapter.parent), is_trainable=trainable)
+        return LoadedModel(model.eval(), base.tokenizer, spec, str(adapter.parent))
     if spec == TINY:
         tokenizer = load_tokenizer(TINY, cache_dir)
         return LoadedModel(tiny_model(tokenizer).to(dtype), tokenizer, spec, TINY)
@@ -159,6 +174,13 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LoadedModel(model.eval(), tokenizer, spec, path)
+
+
+def body(model: Any) -> Any:
+    """The decoder stack of a causal LM, the module whose output is `last_hidden_state` (under a PEFT
+    adapter, the base model's own, its layers holding the adapter)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model
 
 
 def minilm_path() -> Path:

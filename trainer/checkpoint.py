@@ -1,7 +1,9 @@
 """Checkpoints of a run (`RUN_DIR/checkpoints/step-NNNNNN/`), whole or not at all.
 
 A checkpoint holds the policy in Hugging Face format (`model.safetensors`, `config.json`, the
-tokenizer: `AutoModelForCausalLM.from_pretrained` loads it, and so does the teacher service), the
+tokenizer: `AutoModelForCausalLM.from_pretrained` loads it, and so does the teacher service; under
+LoRA the adapter, `adapter_model.safetensors` and `adapter_config.json`, which
+`shared.models.load_model` loads over its base, and `merged/` when asked for), the
 optimizer and scheduler state (`trainer_state.pt`), and `progress.json`: the step, the policy
 version, tokens and samples seen, the buffer's consumer and key prefix, and the RNG states of
 Python, NumPy and torch. It is written to a temporary directory beside the others and renamed, so a
@@ -61,23 +63,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
-    for path in root.iterdir():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
 
 
 def save(
-    directory: Path, progress: Progress, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, keep: int = 2
+    directory: Path,
+    progress: Progress,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    keep: int = 2,
+    merge: bool = False,
 ) -> Path:
-    """Write a checkpoint of this step under `directory` and prune to the last `keep`; returns its path."""
+    """Write a checkpoint of this step under `directory` and prune to the last `keep`; returns its path.
+    `merge`: a LoRA policy's checkpoint also holds `merged/`, the base with the adapter merged in."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{progress.step:06d}"
     for stale in directory.glob(".tmp-*"):  # saves a kill interrupted: never complete, never used
         shutil.rmtree(stale, ignore_errors=True)
     tmp = directory / f".tmp-{final.name}-{os.getpid()}"
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True)  # under LoRA: the adapter alone
     tokenizer.save_pretrained(tmp)
+    if merge:
+        from trainer.adapters import merged
+
+        merged(model).save_pretrained(tmp / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "merged")
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
     (tmp / "progress.json").write_text(json.dumps(asdict(progress) | {"rng": rng_state()}))
     _fsync_tree(tmp)

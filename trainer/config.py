@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.model_specs import DTYPE_NAMES
+from trainer.adapters import LoraSettings
 from trainer.algorithms import AlgorithmConfig
 from trainer.algorithms.sdar import SDAR
 from trainer.learner import LearnerConfig
@@ -80,11 +81,24 @@ class RunConfig(BaseModel):
     loggers: list[Logger] = Field(default_factory=lambda: list[Logger](["tensorboard"]))
     """Where the metrics go beside `metrics.jsonl`: TensorBoard event files in the run directory, and
     Weights & Biases or trackio when installed and asked for."""
+    lora: LoraSettings | None = None
+    """Train a LoRA adapter instead of all the weights (`--set lora.rank=16`, or `--lora-rank 16`)."""
     algorithm: AlgorithmConfig = Field(default_factory=SDAR)
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     """The learner; a run's defaults differ from the library's in two fields: `autocast` is
     `bfloat16` (the reference trains bf16 mixed precision) and `seed` is the run's."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _teacher_has_skills(self) -> RunConfig:
+        from services.teacher.skills import ENVS as SKILLED
+
+        if self.algorithm.needs_teacher and self.env not in SKILLED:
+            raise ValueError(
+                f"algorithm {self.algorithm.type} needs a teacher with skills, and env {self.env} has none "
+                f"(skills exist for {', '.join(SKILLED)}); use grpo"
+            )
+        return self
 
     @model_validator(mode="after")
     def _learner_defaults(self) -> RunConfig:

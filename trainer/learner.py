@@ -32,11 +32,17 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn.utils.rnn import pad_sequence
+from torch.utils.checkpoint import checkpoint
 
+from shared.models import body
 from shared.rollout_wire import GroupRecord
 from trainer import losses
+from trainer.adapters import base_only, is_adapted
 from trainer.algorithms import Algorithm, Signals
 from trainer.teacher import Query, Teacher
+
+LOGITS_CHUNK = 1024
+"""Response positions whose logits are made at once, by default (`LearnerConfig.logits_chunk`)."""
 
 WON_REWARD_ENVS = {"alfworld": 10.0, "webshop": 10.0}
 """Envs whose episode reward is `scale * won` (the reference's env packages)."""
@@ -66,6 +72,12 @@ class LearnerConfig(BaseModel):
     """Sort each mini-batch by length before cutting micro-batches (less padding)."""
     invalid_penalty: float | None = Field(default=None, ge=0)
     """Default: the env's (`INVALID_PENALTY`)."""
+    logits_chunk: int = Field(default=LOGITS_CHUNK, ge=0)
+    """Response positions whose vocabulary logits are made at once, each chunk recomputed in the
+    backward pass rather than kept (0: all of a micro-batch's at once, and kept)."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input for the backward pass and recompute the rest (Hugging Face's
+    gradient checkpointing): much less memory for about one more forward pass of time."""
     autocast: Literal["none", "bfloat16"] = "none"
     """Run the learner's forward passes under bfloat16 autocast (weights and optimizer stay float32)."""
     seed: int = 0
@@ -169,11 +181,53 @@ def padded(rows: Sequence[Any], device: torch.device) -> torch.Tensor:
     return out
 
 
+def _chunk_stats(
+    head: Any, hidden: torch.Tensor, targets: torch.Tensor, temperature: torch.Tensor, with_entropy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float() / temperature[:, None]
+    logp = torch.log_softmax(logits, dim=-1)
+    chosen = logp.gather(1, targets[:, None]).squeeze(1)
+    entropy = -(logp.exp() * logp).sum(dim=-1) if with_entropy else torch.zeros_like(chosen)
+    return chosen, entropy
+
+
+def token_stats(
+    head: Any,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: torch.Tensor,
+    *,
+    with_entropy: bool,
+    chunk: int = LOGITS_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-prob of each target and the entropy at each position, `[N]` each, from hidden states
+    `[N, H]`, `chunk` positions at a time (0: all at once), so the `[N, V]` logits never exist whole.
+    Under gradient each chunk is checkpointed: its logits are made again in the backward pass rather
+    than kept, so the memory held for backward is the hidden states, not the logits."""
+    n = hidden.shape[0]
+    size = chunk if 0 < chunk < n else n
+    chosen, entropy = [], []
+    for start in range(0, n, size):
+        piece = (hidden[start : start + size], targets[start : start + size], temperature[start : start + size])
+        if size < n and torch.is_grad_enabled() and hidden.requires_grad:
+            c, e = checkpoint(_chunk_stats, head, *piece, with_entropy, use_reentrant=False)
+        else:
+            c, e = _chunk_stats(head, *piece, with_entropy)
+        chosen.append(c)
+        entropy.append(e)
+    return torch.cat(chosen), torch.cat(entropy)
+
+
 def response_logprobs(
-    model: Any, samples: Sequence[Sample], *, with_entropy: bool, autocast: bool = False
+    model: Any,
+    samples: Sequence[Sample],
+    *,
+    with_entropy: bool,
+    autocast: bool = False,
+    logits_chunk: int = LOGITS_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """`(logprobs_B_T, entropy_B_T or None, mask_B_T)` of the samples' response tokens under `model`,
-    right-padded; logits are made only at response positions, one sample at a time."""
+    right-padded; logits are made only at response positions, `logits_chunk` at a time."""
     device = next(model.parameters()).device
     width = max(s.length for s in samples)
     pad = 0
@@ -182,20 +236,24 @@ def response_logprobs(
     for row, s in enumerate(samples):
         ids[row, : s.length] = torch.tensor(s.prompt + s.response, device=device)
         attention[row, : s.length] = 1
-    head = model.get_output_embeddings()
+    targets = torch.tensor([t for s in samples for t in s.response], device=device)
+    temperature = torch.tensor([s.temperature for s in samples for _ in s.response], device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        hidden = model.base_model(input_ids=ids, attention_mask=attention).last_hidden_state
-        chosen, entropies = [], []
-        for row, s in enumerate(samples):
-            p, r = len(s.prompt), len(s.response)
-            logits = head(hidden[row, p - 1 : p + r - 1]).float() / s.temperature  # token t is predicted at t - 1
-            logp = torch.log_softmax(logits, dim=-1)
-            chosen.append(logp.gather(1, torch.tensor(s.response, device=device)[:, None]).squeeze(1))
-            if with_entropy:
-                entropies.append(-(logp.exp() * logp).sum(dim=-1))
-    mask = padded([[1.0] * len(s.response) for s in samples], device)
-    logprobs = pad_sequence(chosen, batch_first=True)
-    entropy = pad_sequence(entropies, batch_first=True) if with_entropy else None
+        hidden = body(model)(input_ids=ids, attention_mask=attention).last_hidden_state
+        # token t is predicted at position t - 1
+        positions = torch.cat([hidden[row, len(s.prompt) - 1 : s.length - 1] for row, s in enumerate(samples)])
+        chosen, entropies = token_stats(
+            model.get_output_embeddings(),
+            positions,
+            targets,
+            temperature,
+            with_entropy=with_entropy,
+            chunk=logits_chunk,
+        )
+    lengths = [len(s.response) for s in samples]
+    mask = padded([[1.0] * n for n in lengths], device)
+    logprobs = pad_sequence(list(torch.split(chosen, lengths)), batch_first=True)
+    entropy = pad_sequence(list(torch.split(entropies, lengths)), batch_first=True) if with_entropy else None
     return logprobs, entropy, mask
 
 
@@ -229,8 +287,8 @@ class Learner:
         ref_model: Any | None = None,
         teacher: Teacher | None = None,
     ) -> None:
-        if algorithm.needs_ref and ref_model is None:
-            raise ValueError(f"{algorithm.type} with kl_coef > 0 needs the initial policy as ref_model")
+        if algorithm.needs_ref and ref_model is None and not is_adapted(model):
+            raise ValueError(f"{algorithm.type} with kl_coef > 0 needs the initial policy as ref_model (or LoRA)")
         if algorithm.needs_teacher and teacher is None:
             raise ValueError(f"{algorithm.type} needs a teacher")
         self.model = model
@@ -239,6 +297,8 @@ class Learner:
         self.ref_model = ref_model
         self.teacher = teacher
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if config.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -252,7 +312,11 @@ class Learner:
         with torch.no_grad():
             for micro in micro_batches(range(len(samples)), lengths, self.config.micro_batch_tokens, True):
                 lp, _, _ = response_logprobs(
-                    model, [samples[i] for i in micro], with_entropy=False, autocast=self.autocast
+                    model,
+                    [samples[i] for i in micro],
+                    with_entropy=False,
+                    autocast=self.autocast,
+                    logits_chunk=self.config.logits_chunk,
                 )
                 for row, i in enumerate(micro):
                     out[i] = lp[row, : len(samples[i].response)]
@@ -273,9 +337,12 @@ class Learner:
         advantages = losses.group_advantages(scores, [s.group for s in samples]).to(device)
         ref: list[torch.Tensor] = []
         if algorithm.needs_ref and samples:
-            assert self.ref_model is not None
             t = time.perf_counter()
-            ref = self._logprobs(self.ref_model, samples)
+            if self.ref_model is not None:
+                ref = self._logprobs(self.ref_model, samples)
+            else:  # LoRA: the initial policy is the base, the adapter switched off
+                with base_only(self.model) as base:
+                    ref = self._logprobs(base, samples)
             timing["timing_s/ref"] = time.perf_counter() - t
         teacher: list[torch.Tensor] = []
         if algorithm.needs_teacher and samples:
@@ -309,7 +376,9 @@ class Learner:
         sums: dict[str, float] = {"training/padded_tokens": 0.0}
         for micro in micro_batches(mini, lengths, cfg.micro_batch_tokens, cfg.bucket):
             chunk = [samples[i] for i in micro]
-            logprobs, entropy, mask = response_logprobs(self.model, chunk, with_entropy=True, autocast=self.autocast)
+            logprobs, entropy, mask = response_logprobs(
+                self.model, chunk, with_entropy=True, autocast=self.autocast, logits_chunk=cfg.logits_chunk
+            )
             assert entropy is not None
             sums["training/padded_tokens"] += len(micro) * max(lengths[i] for i in micro)
             if list(mini) == p.minis[0]:  # the weights have not moved yet: this forward is the old policy's

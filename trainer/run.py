@@ -71,6 +71,7 @@ FLAGS = {
     "autocast": "learner.autocast",
     "concurrency": "concurrency",
     "seed": "seed",
+    "lora_rank": "lora.rank",
 }
 """Each config flag and the `RunConfig` field it sets (`--set` reaches every field)."""
 
@@ -121,6 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the learner's forward passes under bfloat16 autocast, weights and optimizer in float32 (default; "
         "the reference trains bf16 mixed precision) or none (float32 throughout)",
     )
+    p.add_argument("--lora-rank", type=int, help="train a LoRA adapter of this rank (default: all the weights)")
     p.add_argument("--concurrency", type=int, help="episodes in flight (default 64)")
     p.add_argument("--seed", type=int)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default runs/)")
@@ -261,6 +263,7 @@ class Run:
         from shared.envs_client import AsyncEnvClient
         from shared.models import DTYPES, load_model
         from trainer import checkpoint
+        from trainer.adapters import attach
         from trainer.buffer import RedisBuffer
         from trainer.engine import HFGenerator
         from trainer.generation import Sampling
@@ -280,10 +283,14 @@ class Run:
 
         self.report = Report(self.dir, config.model_dump(), start_step=progress.step, loggers=config.loggers)
         dtype = DTYPES[config.dtype]
-        loaded = load_model(str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype)
+        loaded = load_model(
+            str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype, trainable=True
+        )
         model, tokenizer = loaded.model, loaded.tokenizer
+        if config.lora is not None and not saved:
+            model = attach(model, config.lora, config.model)
         ref_model = None
-        if algorithm.needs_ref:  # the initial policy, never the checkpoint
+        if algorithm.needs_ref and config.lora is None:  # the initial policy, never the checkpoint (LoRA: the base)
             ref_model = load_model(config.model, cache_dir=args.cache_dir, dtype=dtype).model
             ref_model.requires_grad_(False)
         teacher: Teacher | None = None
@@ -363,6 +370,7 @@ class Run:
                         learner.optimizer,
                         learner.scheduler,
                         keep=config.keep_checkpoints,
+                        merge=config.lora is not None and config.lora.save_merged,
                     )
                     metrics["timing_s/save_checkpoint"] = time.perf_counter() - t
                     if lost := await buffer.ack([d.id for d in deliveries]):

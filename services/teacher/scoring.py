@@ -26,6 +26,7 @@ import torch
 
 from services.teacher.skills import HEADER
 from shared.model_specs import chat_prompt_ids
+from shared.models import body
 
 Placement = Literal["prefix", "system"]
 
@@ -173,7 +174,7 @@ class Scorer:
         for row, (p, r) in enumerate(pairs):
             ids[row, : len(p) + len(r)] = torch.tensor(p + r, device=device)
             mask[row, : len(p) + len(r)] = 1
-        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = body(model)(input_ids=ids, attention_mask=mask).last_hidden_state
         head = model.get_output_embeddings()
         results = []
         for row, (p, r) in enumerate(pairs):

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from services.teacher.scoring import Item, Scorer, ScoringError
 from services.teacher.skills import Chosen, SkillError, SkillRetriever, render
+from shared.model_specs import ModelNotFound
 from shared.models import DTYPES, LoadedModel, load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import RetrievedSkill, ScoredItem, ScoreRequest, ScoreResponse
@@ -84,11 +85,18 @@ class TeacherService:
         """Load a checkpoint and make it the policy; a scoring call in progress finishes on the
         version it started with. Blocking."""
         directory = Path(path).expanduser()
-        if not (directory / "config.json").is_file():
-            raise PolicyError(f"no checkpoint at {path!r} (a directory with config.json and weights)")
+        adapter = (directory / "adapter_config.json").is_file()  # a LoRA checkpoint, over its base
+        if not (directory / "config.json").is_file() and not adapter:
+            raise PolicyError(
+                f"no checkpoint at {path!r} (a directory with config.json and weights, or a LoRA adapter)"
+            )
         try:
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[self.settings.dtype]).eval()
-        except (OSError, ValueError) as e:
+            if adapter:
+                dtype = DTYPES[self.settings.dtype]
+                model = load_model(str(directory), cache_dir=self.settings.cache_dir, dtype=dtype).model
+            else:
+                model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[self.settings.dtype]).eval()
+        except (OSError, ValueError, ModelNotFound) as e:
             raise PolicyError(f"cannot load {path!r}: {e}") from e
         rows = model.get_input_embeddings().num_embeddings
         if rows < len(self.tokenizer):

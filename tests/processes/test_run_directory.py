@@ -64,3 +64,47 @@ def test_a_run_directory_then_trainer_eval_on_it(tmp_path: Path, redis_base_url:
     )
     assert base.returncode == 0, base.stderr[-3000:]
     assert "2 episodes, 0 faulted" in base.stdout
+
+
+def test_a_lora_run_checkpoints_its_adapter_and_evaluates_from_it(tmp_path: Path, redis_base_url: str) -> None:
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "trainer.run", "--env", "counter", "--algorithm", "grpo", "--model", "tiny"),
+            *("--lora-rank", "4"),
+            *(
+                "--steps",
+                "1",
+                "--eval-tasks",
+                "0",
+                "--autocast",
+                "none",
+                "--lr",
+                "1e-2",
+                "--mini-batch-size",
+                "4",
+                *TINY,
+            ),
+            *("--set", "lora.save_merged=true", "--runs-dir", str(tmp_path), "--redis-url", redis_base_url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (directory,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    config = json.loads((directory / "config.json").read_text())
+    assert config["lora"]["rank"] == 4 and config["algorithm"]["kl_coef"] == 0.01  # the reference: adapter off
+    step = directory / "checkpoints" / "step-000001"
+    adapter = json.loads((step / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == "tiny"
+    assert not (step / "model.safetensors").exists() and (step / "merged" / "model.safetensors").is_file()
+    line = json.loads((directory / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["actor/kl_loss"] > 0  # the adapter moved away from the base in the step's mini-batches
+    for target in (step, step / "merged"):
+        evaluated = subprocess.run(
+            [sys.executable, "-m", "trainer.eval", "--checkpoint", str(target), "--env", "counter", "--limit", "2"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert evaluated.returncode == 0 and "2 episodes, 0 faulted" in evaluated.stdout, evaluated.stderr[-3000:]

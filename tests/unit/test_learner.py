@@ -229,3 +229,49 @@ def test_the_mismatch_is_zero_when_the_sampler_and_learner_agree(tiny: Any) -> N
     metrics = learner.step(groups, 0)
     assert metrics["training/rollout_probs_diff_mean"] < 1e-5 and abs(metrics["training/rollout_mismatch_kl"]) < 1e-6
     assert metrics["actor/ppo_kl"] != 0.0  # later mini-batches ran after an update: their ratio moved
+
+
+def test_chunked_logits_give_the_same_logprobs_entropy_and_update(tiny: Any) -> None:
+    """Logits made a few positions at a time (and recomputed in backward) change nothing but memory."""
+    groups = varied_groups(seed=3)
+    samples = shape(groups).samples
+    samples[1].temperature = 0.7  # each position divides by its own sample's temperature
+
+    def run(chunk: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        model = copy.deepcopy(tiny.model)
+        lp, entropy, mask = response_logprobs(model, samples, with_entropy=True, logits_chunk=chunk)
+        assert entropy is not None
+        ((lp * mask).sum() + 0.3 * (entropy * mask).sum()).backward()  # type: ignore[no-untyped-call]
+        return lp.detach(), entropy.detach(), [q.grad.clone() for q in model.parameters() if q.grad is not None]
+
+    whole_lp, whole_entropy, whole_grads = run(0)
+    total = sum(len(s.response) for s in samples)
+    for chunk in (1, 5, total - 1):
+        lp, entropy, grads = run(chunk)
+        assert torch.allclose(lp, whole_lp, atol=1e-5) and torch.allclose(entropy, whole_entropy, atol=1e-5)
+        for a, b in zip(grads, whole_grads, strict=True):  # float32 sums in another order: 1e-6 relative
+            assert float((a - b).norm() / b.norm()) < 1e-5
+    with torch.no_grad():
+        lp, _, _ = response_logprobs(tiny.model, samples[1:2], with_entropy=False, logits_chunk=2)
+    one = samples[1]
+    ids = torch.tensor([one.prompt + one.response])
+    logits = tiny.model(ids).logits[0, len(one.prompt) - 1 : -1].float() / 0.7
+    expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(one.response)[:, None]).squeeze(1)
+    assert torch.allclose(lp[0], expected.detach(), atol=1e-5)  # the log-probs themselves, at T 0.7
+
+
+def test_gradient_checkpointing_changes_memory_not_the_update(tiny: Any) -> None:
+    groups = varied_groups(seed=4)
+
+    def grads(checkpointing: bool) -> list[torch.Tensor]:
+        model = copy.deepcopy(tiny.model)
+        config = LearnerConfig(gradient_checkpointing=checkpointing)
+        learner = Learner(model, make({"type": "grpo", "kl_coef": 0.0}), config)
+        assert model.is_activation_checkpointing == checkpointing
+        p = learner.prepare(groups, 0)
+        model.train()
+        learner.backward(p, p.minis[0])
+        return [q.grad.clone() for q in model.parameters() if q.grad is not None]
+
+    for a, b in zip(grads(True), grads(False), strict=True):
+        assert float((a - b).norm() / b.norm()) < 1e-5

@@ -98,6 +98,10 @@ def test_set_reads_json_values_and_dotted_keys() -> None:
         ({"gpus": 8}, "gpus: unknown key"),
         ({"env": "minecraft"}, "env: Input should be"),
         ({"learner": 3}, "learner: Input should be"),
+        (
+            {"env": "counter"},
+            "config: Value error, algorithm sdar needs a teacher with skills, and env counter has none",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_field(overrides: dict[str, object], says: str) -> None:
