@@ -264,8 +264,9 @@ class Prepared:
     batch: Batch
     scores: torch.Tensor
     advantages: torch.Tensor
-    ref: list[torch.Tensor]
-    teacher: list[torch.Tensor]
+    ref: dict[int, torch.Tensor]
+    """By sample index, this process's samples only (so the teacher's and the reference's)."""
+    teacher: dict[int, torch.Tensor]
     old: dict[int, torch.Tensor]
     """Old log-probs by sample index; the first mini-batch's are filled in by its own forward."""
     learner_old: dict[int, torch.Tensor]
@@ -297,6 +298,9 @@ class Learner:
         self.ref_model = ref_model
         self.teacher = teacher
         self.params = [p for p in model.parameters() if p.requires_grad]
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.rank = torch.distributed.get_rank() if distributed else 0
+        self.world = torch.distributed.get_world_size() if distributed else 1
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
@@ -305,12 +309,13 @@ class Learner:
             self.optimizer, lambda n: min(1.0, (n + 1) / warmup) if warmup else 1.0
         )
 
-    def _logprobs(self, model: Any, samples: Sequence[Sample]) -> list[torch.Tensor]:
-        """Per-sample response log-probs under `model`, without gradient, in micro-batches."""
-        out: list[torch.Tensor] = [torch.empty(0)] * len(samples)
+    def _logprobs(self, model: Any, samples: Sequence[Sample], indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        """The response log-probs of `samples[i]` for each of `indices` under `model`, without gradient,
+        in micro-batches."""
+        out: dict[int, torch.Tensor] = {}
         lengths = [s.length for s in samples]
         with torch.no_grad():
-            for micro in micro_batches(range(len(samples)), lengths, self.config.micro_batch_tokens, True):
+            for micro in micro_batches(indices, lengths, self.config.micro_batch_tokens, True):
                 lp, _, _ = response_logprobs(
                     model,
                     [samples[i] for i in micro],
@@ -321,6 +326,16 @@ class Learner:
                 for row, i in enumerate(micro):
                     out[i] = lp[row, : len(samples[i].response)]
         return out
+
+    def portion(self, mini: Sequence[int]) -> list[int]:
+        """This process's share of a mini-batch: every `world`-th sample from its `rank`."""
+        return list(mini[self.rank :: self.world])
+
+    def all_reduce(self, values: torch.Tensor) -> torch.Tensor:
+        """Summed over the processes (as is, alone)."""
+        if self.world > 1:
+            torch.distributed.all_reduce(values)
+        return values
 
     @property
     def autocast(self) -> bool:
@@ -335,46 +350,51 @@ class Learner:
         samples = batch.samples
         scores = torch.tensor([s.score for s in samples], dtype=torch.float32)
         advantages = losses.group_advantages(scores, [s.group for s in samples]).to(device)
-        ref: list[torch.Tensor] = []
-        if algorithm.needs_ref and samples:
-            t = time.perf_counter()
-            if self.ref_model is not None:
-                ref = self._logprobs(self.ref_model, samples)
-            else:  # LoRA: the initial policy is the base, the adapter switched off
-                with base_only(self.model) as base:
-                    ref = self._logprobs(base, samples)
-            timing["timing_s/ref"] = time.perf_counter() - t
-        teacher: list[torch.Tensor] = []
-        if algorithm.needs_teacher and samples:
-            assert self.teacher is not None
-            t = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                scored = self.teacher.logprobs([s.query for s in samples])
-            teacher = [torch.tensor(x, device=device) for x in scored]
-            timing["timing_s/teacher"] = time.perf_counter() - t
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         order = torch.randperm(len(samples), generator=rng).tolist()
         minis = [order[i : i + cfg.mini_batch_size] for i in range(0, len(order), cfg.mini_batch_size)]
+        mine = sorted(i for mini in minis for i in self.portion(mini))  # all of them on one process
+        ref: dict[int, torch.Tensor] = {}
+        if algorithm.needs_ref and mine:
+            t = time.perf_counter()
+            if self.ref_model is not None:
+                ref = self._logprobs(self.ref_model, samples, mine)
+            else:  # LoRA: the initial policy is the base, the adapter switched off
+                with base_only(self.model) as base:
+                    ref = self._logprobs(base, samples, mine)
+            timing["timing_s/ref"] = time.perf_counter() - t
+        teacher: dict[int, torch.Tensor] = {}
+        if algorithm.needs_teacher and mine:
+            assert self.teacher is not None
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                scored = self.teacher.logprobs([samples[i].query for i in mine])
+            teacher = {i: torch.tensor(x, device=device) for i, x in zip(mine, scored, strict=True)}
+            timing["timing_s/teacher"] = time.perf_counter() - t
         old: dict[int, torch.Tensor] = {}
         if cfg.old_logprobs == "sampler":
-            old = {i: torch.tensor(s.sampler_logprobs, device=device) for i, s in enumerate(samples)}
+            old = {i: torch.tensor(samples[i].sampler_logprobs, device=device) for i in mine}
         elif len(minis) > 1:  # the first mini-batch's come from its own forward, before the weights move
             t = time.perf_counter()
-            later = [i for mini in minis[1:] for i in mini]
-            old = dict(zip(later, self._logprobs(self.model, [samples[i] for i in later]), strict=True))
+            old = self._logprobs(self.model, samples, [i for mini in minis[1:] for i in self.portion(mini)])
             timing["timing_s/old_log_prob"] = time.perf_counter() - t
-        learner_old = {} if cfg.old_logprobs == "sampler" else old
+        learner_old = {} if cfg.old_logprobs == "sampler" else dict(old)
         return Prepared(batch, scores, advantages, ref, teacher, old, learner_old, minis, step, timing)
 
     def backward(self, p: Prepared, mini: Sequence[int]) -> dict[str, float]:
         """Step 5 for one mini-batch: its gradients, accumulated over micro-batches, and its statistics
-        (each the mini-batch's token-mean). Leaves the optimizer step to the caller."""
+        (each the mini-batch's token-mean). Leaves the optimizer step to the caller. On several
+        processes this one takes its `portion` of the mini-batch; the token count that every term
+        divides by is summed over the processes first, and so are the statistics (the gradients are
+        the caller's to sum)."""
         cfg, samples = self.config, p.batch.samples
         device = next(self.model.parameters()).device
         lengths = [s.length for s in samples]
-        tokens = sum(len(samples[i].response) for i in mini)
+        portion = self.portion(mini)
+        local = torch.tensor([float(sum(len(samples[i].response) for i in portion))], dtype=torch.float64)
+        tokens = float(self.all_reduce(local)[0])
         sums: dict[str, float] = {"training/padded_tokens": 0.0}
-        for micro in micro_batches(mini, lengths, cfg.micro_batch_tokens, cfg.bucket):
+        for micro in micro_batches(portion, lengths, cfg.micro_batch_tokens, cfg.bucket):
             chunk = [samples[i] for i in micro]
             logprobs, entropy, mask = response_logprobs(
                 self.model, chunk, with_entropy=True, autocast=self.autocast, logits_chunk=cfg.logits_chunk
@@ -404,7 +424,28 @@ class Learner:
             loss.backward()  # type: ignore[no-untyped-call]
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
+        if self.world > 1:  # a process with no sample in this mini-batch has no statistics to add
+            every: list[dict[str, float]] = [{} for _ in range(self.world)]
+            torch.distributed.all_gather_object(every, sums)
+            sums = {k: sum(d.get(k, 0.0) for d in every) for k in sorted({k for d in every for k in d})}
         return sums
+
+    def _sum_gradients(self) -> None:
+        """Every process's gradients summed into each (each already divided by the global token count,
+        so the sum is the whole mini-batch's gradient), in one flat buffer."""
+        if self.world == 1:
+            return
+        grads = []
+        for q in self.params:
+            if q.grad is None:
+                q.grad = torch.zeros_like(q)
+            grads.append(q.grad)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        start = 0
+        for g in grads:
+            g.copy_(flat[start : start + g.numel()].view_as(g))
+            start += g.numel()
 
     def step(self, groups: Sequence[GroupRecord], step: int) -> dict[str, float]:
         """Train on `groups`: one optimizer step per mini-batch. Returns the step's metrics."""
@@ -429,6 +470,7 @@ class Learner:
         for mini in p.minis:
             share = sum(len(samples[i].response) for i in mini) / total_tokens  # a step's stats: its token-mean
             stats = self.backward(p, mini)
+            self._sum_gradients()
             padded_tokens += stats.pop("training/padded_tokens")
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * share
@@ -442,10 +484,20 @@ class Learner:
 
         # the sampler against the learner at the same weights, on the same tokens
         device = p.advantages.device
-        known = sorted(p.learner_old)
-        sampled = torch.cat([torch.tensor(samples[i].sampler_logprobs) for i in known]).to(device)
-        learner = torch.cat([p.learner_old[i] for i in known]).float()
+        known = sorted(p.learner_old)  # this process's samples; summed over the processes below
+        sampled = torch.tensor([x for i in known for x in samples[i].sampler_logprobs], device=device)
+        learner = torch.cat([p.learner_old[i].float() for i in known]) if known else sampled
         log_ratio = learner - sampled  # k3 of KL(sampler || learner) on the sampler's tokens
+        mismatch = self.all_reduce(
+            torch.tensor(
+                [
+                    float((sampled.exp() - learner.exp()).abs().sum()),
+                    float((log_ratio.exp() - log_ratio - 1).sum()),
+                    float(len(sampled)),
+                ],
+                dtype=torch.float64,
+            )
+        )
         response_lengths = torch.tensor([len(s.response) for s in samples], dtype=torch.float32)
         metrics |= sums | {
             "actor/grad_norm": sum(grad_norms) / len(grad_norms),
@@ -459,8 +511,9 @@ class Learner:
             "num_turns/mean": len(samples) / max(batch.episodes, 1),
             "training/tokens": float(response_lengths.sum()),
             "training/padding_share": 1.0 - sum(s.length for s in samples) / max(padded_tokens, 1.0),
-            "training/rollout_probs_diff_mean": float((sampled.exp() - learner.exp()).abs().mean()),
-            "training/rollout_mismatch_kl": float((log_ratio.exp() - log_ratio - 1).mean()),
         }
+        if mismatch[2] > 0:  # known only where the learner recomputed the old log-probs
+            metrics["training/rollout_probs_diff_mean"] = float(mismatch[0] / mismatch[2])
+            metrics["training/rollout_mismatch_kl"] = float(mismatch[1] / mismatch[2])
         p.timing["timing_s/step"] = time.perf_counter() - clock
         return metrics | p.timing

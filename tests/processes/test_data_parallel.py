@@ -1,0 +1,65 @@
+"""Data-parallel learning on CPU (gloo): two processes, each training its share of every mini-batch,
+make the same update as one process on the whole batch."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from shared.models import load_model
+from tests.unit.test_learner import varied_groups
+from trainer.algorithms import make
+from trainer.learner import Learner, LearnerConfig
+
+pytestmark = pytest.mark.processes
+
+ALGORITHM = {"type": "grpo", "kl_coef": 0.01}
+CONFIG = {"lr": 1e-2, "mini_batch_size": 7, "micro_batch_tokens": 48, "autocast": "none"}
+
+
+def train(rank: int, world: int, out: Path) -> None:
+    """Two steps of the learner on this process's share; the weights and metrics written out."""
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{out / 'rendezvous'}", rank=rank, world_size=world)
+    tiny = load_model("tiny")
+    learner = Learner(copy.deepcopy(tiny.model), make(ALGORITHM), LearnerConfig(**CONFIG), ref_model=tiny.model)
+    metrics = [learner.step(varied_groups(seed=step), step) for step in range(2)]
+    torch.save(learner.model.state_dict(), out / f"weights-{world}-{rank}.pt")
+    (out / f"metrics-{world}-{rank}.json").write_text(json.dumps(metrics))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def test_two_processes_make_the_update_of_one(tmp_path: Path) -> None:
+    mp.spawn(train, args=(2, tmp_path), nprocs=2, join=True)
+    train(0, 1, tmp_path)
+    one: dict[str, Any] = torch.load(tmp_path / "weights-1-0.pt")
+    for rank in (0, 1):
+        two: dict[str, Any] = torch.load(tmp_path / f"weights-2-{rank}.pt")
+        for name, value in one.items():
+            assert float((two[name] - value).norm() / value.norm()) < 1e-5, name
+    base = load_model("tiny").model.state_dict()
+    assert any(not torch.allclose(one[k], base[k]) for k in one)  # it trained
+    single = json.loads((tmp_path / "metrics-1-0.json").read_text())
+    for rank in (0, 1):
+        double = json.loads((tmp_path / f"metrics-2-{rank}.json").read_text())
+        for a, b in zip(single, double, strict=True):
+            for key in (
+                "actor/pg_loss",
+                "actor/kl_loss",
+                "actor/entropy",
+                "actor/grad_norm",
+                "critic/score/mean",
+                "training/rollout_mismatch_kl",
+                "training/tokens",
+                "actor/pg_clipfrac",
+            ):
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
