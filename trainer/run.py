@@ -248,6 +248,25 @@ class Run:
         self.args = args
         self.metrics = directory / "metrics.jsonl"
         self.report: Any = None
+        self.rank, self.world = process_rank()
+
+    def share(self, message: Any) -> Any:
+        """Under torchrun: the first process's `message` (the step's groups, or None when the run
+        ends) to every process; alone: `message`."""
+        if self.world == 1:
+            return message
+        import torch.distributed as dist
+
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def follow(self, learner: Any) -> None:
+        """A process other than the first: train its share of each step's groups until the run ends
+        (the first process rolls out, checkpoints, evaluates and publishes)."""
+        while (message := self.share(None)) is not None:
+            groups, step = message
+            learner.step(groups, step)
 
     def log(self, record: dict[str, Any]) -> None:
         """A line of `metrics.jsonl`, and the same to TensorBoard (and the loggers asked for); an
@@ -281,7 +300,8 @@ class Run:
             progress, rng = checkpoint.read_progress(saved[-1])
             print(f"resuming from {saved[-1]} (step {progress.step}, policy version {progress.policy_version})")
 
-        self.report = Report(self.dir, config.model_dump(), start_step=progress.step, loggers=config.loggers)
+        if self.rank == 0:
+            self.report = Report(self.dir, config.model_dump(), start_step=progress.step, loggers=config.loggers)
         dtype = DTYPES[config.dtype]
         loaded = load_model(
             str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype, trainable=True
@@ -307,6 +327,9 @@ class Run:
             checkpoint.set_rng_state(rng)
         if saved and isinstance(teacher, LocalTeacher) and progress.policy_version:
             teacher.publish(saved[-1], progress.policy_version)
+        if self.rank != 0:
+            self.follow(learner)
+            return {}
 
         sampling = Sampling(config.temperature, 1.0, config.max_new_tokens)
         generator = HFGenerator(model, tokenizer, sampling, seed=config.seed + progress.step)
@@ -355,7 +378,8 @@ class Run:
                                 break
                             deliveries += got
                     print(f"step {step + 1}: learning on {len(deliveries)} groups", flush=True)
-                    metrics = await self._learn(learner, buffer, [d.group for d in deliveries], step)
+                    groups = self.share(([d.group for d in deliveries], step))[0]
+                    metrics = await self._learn(learner, buffer, groups, step)
                     progress.step = step + 1
                     progress.policy_version += 1
                     progress.samples_seen += int(metrics.get("training/samples", 0))
@@ -398,6 +422,7 @@ class Run:
                     evaluation = await self.evaluate(client, model, tokenizer, progress.step)
                     self.log(evaluation)
         finally:
+            self.share(None)  # the other processes stop
             await generator.aclose()
             await buffer.close()
             if teacher is not None:
@@ -459,6 +484,34 @@ class Run:
         return {"step": step} | record
 
 
+def write_config(directory: Path, config: Any) -> None:
+    """`config.json`, replaced whole (a reader never sees half of it)."""
+    tmp = directory / f".config.json.{os.getpid()}"
+    tmp.write_text(config.model_dump_json(indent=2))
+    tmp.replace(directory / "config.json")
+
+
+def start_processes() -> tuple[int, int]:
+    """Under torchrun (`WORLD_SIZE` > 1): join its process group and give `(rank, world size)`;
+    alone: `(0, 1)`. The group is gloo's: the main job keeps its models on the CPU (NCCL and FSDP2
+    for GPUs are not built)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def process_rank() -> tuple[int, int]:
+    """`(rank, world size)` under torchrun's process group, else `(0, 1)`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def summary_lines(result: dict[str, Any], directory: Path) -> list[str]:
     last, evaluation, progress = result["last"], result["eval"], result["progress"]
     lines = [f"steps: {progress.step} (policy version {progress.policy_version}, {progress.samples_seen} samples)"]
@@ -504,7 +557,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     signal.signal(signal.SIGTERM, _interrupt)  # stop what this run started, as on Ctrl-C
 
-    if args.resume is not None:
+    rank, world = start_processes()
+    if rank != 0:  # the first process names the run
+        import torch.distributed as dist
+
+        box: list[Any] = [None]
+        dist.broadcast_object_list(box, src=0)
+        directory, config = Path(box[0][0]), validate(box[0][1])
+    elif args.resume is not None:
         directory = args.resume
         try:
             fields = json.loads((directory / "config.json").read_text())
@@ -513,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = validate(fields)
         except (ValueError, TypeError) as e:
             raise SystemExit(f"python -m trainer.run: error: {directory}/config.json: {e}") from None
-        (directory / "config.json").write_text(config.model_dump_json(indent=2))
+        write_config(directory, config)
     else:
         config = args.config
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -523,9 +583,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.model_copy(
             update={"redis_prefix": f"sdar:run:{directory.name}-{salt}:", "consumer": f"learner-{salt}"}
         )
-        (directory / "config.json").write_text(config.model_dump_json(indent=2))
+        write_config(directory, config)
+    if rank == 0 and world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list([(str(directory), config.model_dump())], src=0)
+    if rank != 0:  # the first process rolls out, checkpoints, evaluates and reports
+        asyncio.run(Run(config, directory, args).train("", ""))
+        return 0
     print(f"config:\n{config.model_dump_json(indent=2)}", flush=True)
-    print(f"run directory: {directory}", flush=True)
+    print(f"run directory: {directory}" + (f" ({world} learner processes)" if world > 1 else ""), flush=True)
     run = Run(config, directory, args)
     with contextlib.ExitStack() as stack:
         try:

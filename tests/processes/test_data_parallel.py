@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,44 @@ def test_two_processes_make_the_update_of_one(tmp_path: Path) -> None:
                 "actor/pg_clipfrac",
             ):
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
+
+
+def test_the_main_job_under_torchrun_trains_as_one_process(tmp_path: Path, redis_base_url: str) -> None:
+    """`torchrun --nproc-per-node 2 -m trainer.run`: the first process rolls out and checkpoints, both
+    learn; with rollouts reproducible (`--concurrency 1`) the weights equal those of one process."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.processes.test_trainer_run import ARGS
+
+    def run(directory: Path, *launcher: str, resume: list[str] | None = None) -> Path:
+        flags = ["--mini-batch-size", "5", "--runs-dir", str(directory), "--redis-url", redis_base_url]
+        out = subprocess.run(
+            [sys.executable, *launcher, "-m", "trainer.run", *(resume or [*ARGS, *flags])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            # torchrun gives each process one thread; the sampled tokens depend on the float sums' order
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        (only,) = [p for p in directory.iterdir() if p.is_dir()]
+        return only
+
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
+
+    two = run(tmp_path / "two", *torchrun)
+    one = run(tmp_path / "one")
+    a = load_file(one / "checkpoints" / "step-000002" / "model.safetensors")
+    b = load_file(two / "checkpoints" / "step-000002" / "model.safetensors")
+    for name, value in a.items():
+        assert float((b[name] - value).norm() / value.norm()) < 1e-5, name
+    lines = (two / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # one writer: the first process
+
+    # a checkpoint is the whole state: a run of one process goes on under two
+    run(tmp_path / "one", *torchrun, resume=["--resume", str(one), "--steps", "3", "--redis-url", redis_base_url])
+    assert [json.loads(line)["step"] for line in (one / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (one / "checkpoints" / "step-000003" / "model.safetensors").is_file()
