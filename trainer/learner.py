@@ -301,6 +301,10 @@ class Learner:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = torch.distributed.get_rank() if distributed else 0
         self.world = torch.distributed.get_world_size() if distributed else 1
+        if self.world > 1:  # every process starts from the first one's weights (a LoRA init is random)
+            with torch.no_grad():
+                for q in model.parameters():
+                    torch.distributed.broadcast(q.data, src=0)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)

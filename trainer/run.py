@@ -15,6 +15,9 @@ step's groups into the buffer (`trainer/rollout.py`), take them from the buffer,
 to generation (the same model object) and to the teacher. A kill at any point loses nothing and trains
 nothing twice: `--resume RUN_DIR` reloads the last checkpoint, acknowledges the groups it had already
 trained on, and trains the ones it held but had not.
+
+Under `torchrun --nproc-per-node N`, the first process does all of the above and hands each step's
+groups to the others; every process trains its share of each mini-batch (`trainer/learner.py`).
 """
 
 from __future__ import annotations
