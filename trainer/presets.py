@@ -90,6 +90,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_prompt_tokens": None,
         "max_new_tokens": 96,
         "eval": {"tasks": 4, "every": 0},
+        # a 24 GiB machine: SmolLM2's activations over 8,192-token micro-batches peak near 10 GiB a
+        # pass without it, 3.4 with it (BENCHMARKS.md), beside the policy, reference, optimizer and KV cache
+        "learner": {"gradient_checkpointing": True},
     },
 }
 DESCRIPTIONS = {

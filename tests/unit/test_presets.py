@@ -49,8 +49,9 @@ def test_reference_presets_are_sdar_md_section_5(
 def test_cpu_demo_is_the_default_config_and_keeps_the_envs_reference_settings() -> None:
     demo, default = config("cpu-demo"), RunConfig()
     # the preset names what the defaults leave to the env (history 2, penalty 0.1, valid_seen at 0.4)
-    explicit = {"eval": True, "history": True, "learner": {"invalid_penalty"}}
+    explicit = {"eval": True, "history": True, "learner": {"invalid_penalty", "gradient_checkpointing"}}
     assert demo.model_dump(exclude=explicit) == default.model_dump(exclude=explicit)  # type: ignore[arg-type]
+    assert demo.learner.gradient_checkpointing and not default.learner.gradient_checkpointing  # fits 24 GiB
     assert (demo.history, demo.learner.invalid_penalty, default.history, default.learner.invalid_penalty) == (
         2,
         0.1,
