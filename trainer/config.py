@@ -14,7 +14,6 @@ from trainer.algorithms import AlgorithmConfig
 from trainer.algorithms.sdar import SDAR
 from trainer.learner import LearnerConfig
 
-ENVS = ("alfworld", "webshop", "searchqa", "counter")
 Logger = Literal["tensorboard", "wandb", "trackio"]
 EVAL_TEMPERATURE = 0.4
 """Validation sampling of the reference for ALFWorld and WebShop (Search-QA is greedy)."""

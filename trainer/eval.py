@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
-
-ENVS = ("alfworld", "webshop", "searchqa", "counter")
+from trainer.presets import ENVS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -86,20 +85,15 @@ def locate(path: Path) -> tuple[str, dict[str, Any] | None]:
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What is evaluated and how: the flags, else the run's config, else the reference's defaults."""
-    from trainer.config import validate
+    from trainer.config import EvalConfig, validate
 
     run = validate(args.run) if args.run is not None else None
     env = args.env or (run.env if run else "alfworld")
     if run is not None and env != run.env:
         run = None  # another env than the run's: its rollout settings do not apply
-    evaluation = run.eval if run else None
-    split = args.split or (evaluation.split_for(env) if evaluation else ("valid_seen" if env == "alfworld" else "test"))
-    if args.temperature is not None:
-        temperature = args.temperature
-    elif evaluation is not None:
-        temperature = evaluation.temperature_for(env)
-    else:
-        temperature = 0.0 if env == "searchqa" else 0.4
+    evaluation = run.eval if run else EvalConfig()  # no run: the reference's validation
+    split = args.split or evaluation.split_for(env)
+    temperature = args.temperature if args.temperature is not None else evaluation.temperature_for(env)
     return {
         "env": env,
         "split": split,

@@ -19,6 +19,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+ENVS = ("alfworld", "webshop", "searchqa", "counter")
+"""The envs a run can train on (`RunConfig.env`; a test holds the two equal)."""
+
 _ALFWORLD: dict[str, Any] = {
     "groups": 16,
     "group_size": 8,

@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
+from trainer.presets import ENVS
 
 if TYPE_CHECKING:
     from trainer.config import RunConfig
 
 log = logging.getLogger("trainer.run")
-ENVS = ("alfworld", "webshop", "searchqa", "counter")
 ALGORITHM_TYPES = ("sdar", "grpo", "grpo_opsd", "opsd", "rlsd")
 
 FLAGS = {

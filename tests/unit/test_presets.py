@@ -127,3 +127,11 @@ def test_learner_seed_follows_the_runs_unless_set() -> None:
 def test_a_runs_learner_autocasts_to_bf16_unless_told() -> None:
     assert config("cpu-demo").learner.autocast == "bfloat16"
     assert config("alfworld", learner={"autocast": "none"}).learner.autocast == "none"
+
+
+def test_the_command_lines_envs_are_the_configs() -> None:
+    from typing import get_args
+
+    from trainer.presets import ENVS, REFERENCE
+
+    assert get_args(RunConfig.model_fields["env"].annotation) == ENVS and set(REFERENCE) == set(ENVS)
