@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from benchmarks.teacher_scoring import timed
+from services.teacher.scoring import prefix_groups
 from shared.models import load_model
 from shared.rollout_wire import GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.algorithms import make
@@ -212,6 +213,9 @@ def main() -> None:
     pairs = [pair for r in requests([s.query for s in samples]) for pair in service.teacher_pairs(r)]
     student, privileged = sum(len(s.prompt) for s in samples), sum(len(p) for p, _ in pairs)
     print(f"prompt tokens: student {student}, teacher {privileged} ({privileged / student:.2f}x)")
+    groups_of = prefix_groups([p for p, _ in pairs], service.scorer.min_shared_prefix)
+    run = privileged - sum((len(members) - 1) * shared for shared, members in groups_of)
+    print(f"teacher prompt tokens run, shared prefixes once: {run} ({run / student:.2f}x the student's)")
 
     big = shape(batch(256, 8, len(loaded.tokenizer), seed=1)).samples
     lengths = [s.length for s in big]

@@ -140,6 +140,9 @@ class TeacherSettings(BaseSettings):
     """Padded tokens per forward pass."""
     max_batch_items: int = Field(default=64, ge=1, le=4096)
     """Items of several requests scored together."""
+    min_shared_prefix: int = Field(default=32, ge=0)
+    """Prompts of a pass that begin with at least this many equal tokens (a group's skills and task)
+    run that prefix once and share its keys and values; 0 turns it off."""
     batch_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     """How long the first request of a batch waits for others."""
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> TeacherSettings:
     parser.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (default 16384)")
     parser.add_argument("--max-batch-items", type=int, help="items of several requests scored together (default 64)")
     parser.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
+    parser.add_argument(
+        "--min-shared-prefix", type=int, help="leading tokens prompts must share to run them once (default 32; 0 off)"
+    )
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="weights (default float32)")
     args = parser.parse_args(argv)
     settings = from_flags(parser, TeacherSettings, given_flags(args))

@@ -13,11 +13,14 @@ For each item (a prompt, the response token ids, the skill block):
   `gate = sigmoid(beta * gap)` (sdar.md §3), optionally the teacher's top-k log-probs per position.
 
 Sequences are scored in batches sorted by length (right padding), with logits computed only at
-response positions, so memory stays at (response tokens x vocabulary) per sequence.
+response positions, so memory stays at (response tokens x vocabulary) per sequence. Prompts that
+begin alike (a group's samples share the skill block and the task) run their common prefix once; the
+rest of each attends to its cached keys and values (`prefix_groups`, `min_shared_prefix`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -63,9 +66,79 @@ def gate(teacher: torch.Tensor, student: torch.Tensor, beta: float) -> tuple[tor
     return gap, torch.sigmoid(beta * gap)
 
 
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tuple[int, list[int]]]:
+    """`(shared, indices)`: the prompts cut into groups whose first `shared` tokens are the same, at
+    least `min_shared` of them (0: no sharing), and the prompts that share nothing in one group with
+    `shared = 0`. Every prompt keeps at least its last token out of the prefix (its hidden state
+    predicts the response's first token). Prompts are taken in sorted order; one joins the group
+    before it while the tokens saved, `(members - 1) * shared`, do not fall."""
+    groups: list[tuple[int, list[int]]] = []
+    alone: list[int] = []
+
+    def close(shared: int, members: list[int]) -> None:
+        if len(members) > 1 and shared >= min_shared > 0:
+            groups.append((shared, members))
+        else:
+            alone.extend(members)
+
+    members: list[int] = []
+    shared = 0
+    for i in sorted(range(len(prompts)), key=lambda i: list(prompts[i])):
+        if members:
+            first = prompts[members[0]]
+            joined = min(shared, common_length(first, prompts[i]), len(prompts[i]) - 1)
+            if len(members) * joined >= (len(members) - 1) * shared and joined >= min_shared:
+                members.append(i)
+                shared = joined
+                continue
+            close(shared, members)
+        members, shared = [i], len(prompts[i]) - 1
+    if members:
+        close(shared, members)
+    if alone:
+        groups.append((0, sorted(alone)))
+    return groups
+
+
+def length_batches(indices: Sequence[int], lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """`indices` sorted by `lengths` (aligned with them) and cut into batches of at most
+    `max_batch_tokens` padded tokens (one over-long sequence makes a batch of its own)."""
+    order = sorted(range(len(indices)), key=lambda k: lengths[k])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for k in order:
+        n = lengths[k]
+        if current and (len(current) + 1) * max(longest, n) > max_batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(indices[k])
+        longest = max(longest, n)
+    if current:
+        batches.append(current)
+    return batches
+
+
 class Scorer:
-    def __init__(self, tokenizer: Any, *, placement: Placement = "prefix", max_prompt_tokens: int = 4096) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        placement: Placement = "prefix",
+        max_prompt_tokens: int = 4096,
+        min_shared_prefix: int = 32,
+    ) -> None:
         self.tokenizer = tokenizer
+        self.min_shared_prefix = min_shared_prefix
         self.placement = placement
         self.max_prompt_tokens = max_prompt_tokens
         self.vocab = len(tokenizer)
@@ -143,29 +216,32 @@ class Scorer:
     def logprobs(
         self, model: Any, pairs: Sequence[tuple[list[int], list[int]]], top_k: int = 0, max_batch_tokens: int = 16384
     ) -> list[tuple[torch.Tensor, list[list[tuple[int, float]]] | None]]:
-        """For each `(prompt, response)`: the log-prob of every response token, and the top-k."""
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        batches: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for i in order:
-            n = len(pairs[i][0]) + len(pairs[i][1])
-            if current and (len(current) + 1) * max(longest, n) > max_batch_tokens:
-                batches.append(current)
-                current, longest = [], 0
-            current.append(i)
-            longest = max(longest, n)
-        if current:
-            batches.append(current)
+        """For each `(prompt, response)`: the log-prob of every response token, and the top-k.
+
+        Prompts that begin alike (the samples of a group: the same skills, the same task) are scored
+        as one shared prefix, run once, whose keys and values every suffix then attends to; the rest
+        in batches sorted by length."""
         out: list[Any] = [None] * len(pairs)
-        for batch in batches:
-            for j, result in zip(batch, self._forward(model, [pairs[j] for j in batch], top_k), strict=True):
-                out[j] = result
+        for shared, members in prefix_groups([p for p, _ in pairs], self.min_shared_prefix):
+            prefix = self._prefix(model, pairs[members[0]][0][:shared]) if shared else None
+            lengths = [len(pairs[i][0]) + len(pairs[i][1]) for i in members]
+            for batch in length_batches(members, lengths, max_batch_tokens):
+                suffixes = [(pairs[j][0][shared:], pairs[j][1]) for j in batch]
+                for j, result in zip(batch, self._forward(model, suffixes, top_k, prefix), strict=True):
+                    out[j] = result
         return out
 
+    @staticmethod
+    def _prefix(model: Any, ids: list[int]) -> Any:
+        """The keys and values of a shared prompt prefix (batch of one)."""
+        device = next(model.parameters()).device
+        return body(model)(input_ids=torch.tensor([ids], device=device), use_cache=True).cache
+
     def _forward(
-        self, model: Any, pairs: list[tuple[list[int], list[int]]], top_k: int
+        self, model: Any, pairs: list[tuple[list[int], list[int]]], top_k: int, prefix: Any = None
     ) -> list[tuple[torch.Tensor, list[list[tuple[int, float]]] | None]]:
+        """One padded pass over `(prompt, response)` pairs; with `prefix` (a shared prefix's cache), the
+        prompts are what follows it."""
         width = max(len(p) + len(r) for p, r in pairs)
         device = next(model.parameters()).device
         ids = torch.full((len(pairs), width), self.pad, dtype=torch.long, device=device)
@@ -173,7 +249,14 @@ class Scorer:
         for row, (p, r) in enumerate(pairs):
             ids[row, : len(p) + len(r)] = torch.tensor(p + r, device=device)
             mask[row, : len(p) + len(r)] = 1
-        hidden = body(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+        extra: dict[str, Any] = {}
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)  # the pass appends to it
+            cache.batch_repeat_interleave(len(pairs))
+            seen = cache.get_seq_length()
+            mask = torch.cat([torch.ones((len(pairs), seen), dtype=torch.long, device=device), mask], dim=1)
+            extra = {"cache": cache, "use_cache": True}
+        hidden = body(model)(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
         head = model.get_output_embeddings()
         results = []
         for row, (p, r) in enumerate(pairs):

@@ -55,7 +55,12 @@ class TeacherService:
         self.settings = settings
         self.loaded = loaded or load_model(settings.model, cache_dir=settings.cache_dir, dtype=DTYPES[settings.dtype])
         self.tokenizer = self.loaded.tokenizer
-        self.scorer = Scorer(self.tokenizer, placement=settings.placement, max_prompt_tokens=settings.max_prompt_tokens)
+        self.scorer = Scorer(
+            self.tokenizer,
+            placement=settings.placement,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            min_shared_prefix=settings.min_shared_prefix,
+        )
         self.skills = SkillRetriever()
         self.policy = Policy(self.loaded.model, 0, self.loaded.path)
         self.external: Any = None

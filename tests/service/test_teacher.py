@@ -104,10 +104,11 @@ async def test_a_policy_reload_under_concurrent_requests(tmp_path: Path) -> None
         results = await asyncio.gather(*tasks)
         assert loaded.status_code == 200 and loaded.json()["policy_version"] == 1
         after = service.score(ScoreRequest.model_validate(body)).items[0].student_logprobs
-        assert after != before
+        assert max(abs(a - b) for a, b in zip(after, before, strict=True)) > 1e-2
         for result in results:  # each response is wholly one version, and says which
             expected = before if result["policy_version"] == 0 else after
-            assert result["items"][0]["student_logprobs"] == expected
+            # merged requests share their prompt's keys and values: float noise of 1e-6, not a version
+            assert result["items"][0]["student_logprobs"] == pytest.approx(expected, abs=1e-5)
         assert results[-1]["policy_version"] == 1
         policy = (await client.get("/v1/policy")).json()
         assert policy == {

@@ -1,5 +1,5 @@
-"""The scoring core: log-probs equal a direct forward pass, the gate equals hand-computed values,
-the skill block survives truncation, and bad items are refused."""
+"""The scoring core: log-probs equal a direct forward pass (also through a shared prefix), the gate
+equals hand-computed values, the skill block survives truncation, and bad items are refused."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from services.teacher.scoring import Item, Scorer, ScoringError, TooLong, gate
+from services.teacher.scoring import Item, Scorer, ScoringError, TooLong, gate, prefix_groups
 from services.teacher.skills import HEADER
 from shared.models import LoadedModel, load_model, tiny_model
 
@@ -75,6 +75,43 @@ def test_log_probs_equal_a_direct_forward_pass(tiny: LoadedModel) -> None:
     text = tiny.tokenizer.decode(scorer.teacher_prompt(items[0], prompts[0]))
     assert text.startswith(f"{HEADER}- Heat: use the microwave.\n\n<|im_start|>system\n")
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_prompts_that_begin_alike_are_grouped_by_their_shared_prefix() -> None:
+    prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [9, 9], [1, 2, 3]]
+    # sorted: [1,2,3] (keeps its last token: 2 shared at most), [1,2,3,4,5], [1,2,3,4,6,7]; [9,9] alone
+    assert prefix_groups(prompts, 2) == [(2, [3, 0, 1]), (0, [2])]
+    assert prefix_groups(prompts, 3) == [(4, [0, 1]), (0, [2, 3])]  # [1,2,3] can give 2 only: alone
+    assert prefix_groups(prompts, 5) == [(0, [0, 1, 2, 3])]  # below the minimum: nothing shared
+    assert prefix_groups(prompts, 0) == [(0, [0, 1, 2, 3])]  # 0: sharing off
+    ten = [1] * 10
+    # a third prompt that shares 3 tokens would cut the saving from 10 tokens to 2 x 3: it goes alone
+    assert prefix_groups([[*ten, 2], [*ten, 3], [1, 1, 1, *[5] * 8]], 2) == [(10, [0, 1]), (0, [2])]
+    assert prefix_groups([[*ten, 2], [*ten, 3], [*ten[:8], 5, 5]], 2) == [(8, [0, 1, 2])]  # 3 x 8 >= 2 x 10
+    assert prefix_groups([], 32) == []
+
+
+def test_a_shared_prefix_gives_the_log_probs_of_whole_prompts(tiny: LoadedModel) -> None:
+    """Groups whose prompts share a long prefix (a prompt that is all prefix but its last token, a
+    prompt alone) score as each sequence alone, top-k included; in batches cut small, too."""
+    g = torch.Generator().manual_seed(0)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(5, len(tiny.tokenizer), (n,), generator=g).tolist()
+
+    head, other = ids(40), ids(35)
+    prompts = [head + ids(7), head + ids(1), head + ids(20), other + ids(3), other, ids(12)]
+    pairs = [(p, ids(1 + k % 4)) for k, p in enumerate(prompts)]
+    scorer = Scorer(tiny.tokenizer, min_shared_prefix=32)
+    assert sorted(s for s, _ in prefix_groups(prompts, 32)) == [0, 34, 40]
+    for budget in (16384, 60):
+        for (lp, top), (p, r) in zip(
+            scorer.logprobs(tiny.model, pairs, top_k=3, max_batch_tokens=budget), pairs, strict=True
+        ):
+            assert lp.tolist() == pytest.approx(direct(tiny.model, p, r), abs=TOLERANCE)
+            assert top is not None and [t for t, _ in top[0]] == [
+                int(t) for t in tiny.model(torch.tensor([p])).logits[0, -1].topk(3).indices
+            ]
 
 
 def test_without_skills_the_self_teacher_equals_the_student(tiny: LoadedModel) -> None:
