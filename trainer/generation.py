@@ -58,6 +58,10 @@ class GenerationError(RuntimeError):
     """The backend failed a request."""
 
 
+class StalePolicy(GenerationError):
+    """The server sampled with an older policy than the learner published."""
+
+
 class OpenAIGenerator:
     """Any OpenAI-compatible completions server that returns token ids (vLLM with
     `return_tokens_as_token_ids`, SGLang, or `python -m trainer.openai_server`): the prompt goes as
@@ -65,7 +69,11 @@ class OpenAIGenerator:
 
     `logprobs_mode` is what the server returns: run vLLM with `--logprobs-mode processed_logprobs`
     (its default `raw_logprobs` is before temperature). A server that states its mode in the reply
-    (`python -m trainer.openai_server` does) and states another one fails the request."""
+    (`python -m trainer.openai_server` does) and states another one fails the request.
+
+    `publish` hands the server a new policy, a checkpoint directory to load (`POST /v1/policy`, the
+    project's server's route and the teacher's); from then on a reply that states an older
+    `policy_version` than the published one is refused (`StalePolicy`): no silent off-policy samples."""
 
     def __init__(
         self,
@@ -78,11 +86,13 @@ class OpenAIGenerator:
         retries: int = 3,
         max_context: int = 4096,
         logprobs_mode: LogprobsMode = "processed_logprobs",
+        transport: Any = None,
     ) -> None:
         import httpx
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        base_url = base_url.rstrip("/").removesuffix("/v1")  # the usual OpenAI base URL names /v1 too
+        self._client = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, transport=transport)
         self._errors = (httpx.TransportError,)
         self.model = model
         self.sampling = sampling
@@ -131,7 +141,34 @@ class OpenAIGenerator:
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise GenerationError(f"no token ids and log-probs in the reply ({e}): {str(reply)[:300]}") from e
         reason: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
+        stated_version = reply.get("policy_version")
+        if isinstance(stated_version, int):
+            if stated_version < self.policy_version:
+                raise StalePolicy(
+                    f"the completions server sampled with policy version {stated_version}, older than the "
+                    f"published {self.policy_version}: refused"
+                )
+            version = stated_version
         return Completion(ids, values, reason, version)
+
+    async def server_policy(self) -> dict[str, Any]:
+        """The server's `GET /v1/policy`: its model, checkpoint path and policy version."""
+        response = await self._client.get("/v1/policy")
+        if response.status_code != 200:
+            raise GenerationError(f"GET /v1/policy answered {response.status_code}: {response.text[:300]}")
+        info: dict[str, Any] = response.json()
+        return info
+
+    async def publish(self, checkpoint: str, version: int) -> None:
+        """The server loads `checkpoint` as policy `version`; later replies must come from it."""
+        body = {"path": checkpoint, "version": version}
+        response = await self._client.post("/v1/policy", json=body, timeout=600.0)
+        if response.status_code != 200:
+            raise GenerationError(f"the completions server refused policy {version}: {response.text[:300]}")
+        served = response.json().get("policy_version")
+        if served != version:
+            raise GenerationError(f"the completions server serves policy version {served}, not {version}")
+        self.policy_version = version
 
     async def aclose(self) -> None:
         await self._client.aclose()

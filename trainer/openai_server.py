@@ -11,24 +11,34 @@ cut, what vLLM calls `processed_logprobs`: every reply says so in `logprobs_mode
 `OpenAIGenerator` checks. Sampling is the server's (one continuous batch serves every request): a request
 asking for another temperature or top-p is refused rather than silently sampled differently.
 `GET /v1/models` lists the one model.
+
+The policy it samples with is versioned, as the teacher's (`GET`/`POST /v1/policy`): a `POST` with a
+checkpoint directory (full weights, or a LoRA adapter, merged) and a version higher than the current
+one loads it aside, waits for the requests in flight, swaps the weights in, and goes on; a bad
+checkpoint is a 4xx and the policy that was serving keeps serving. Every reply states the
+`policy_version` that sampled it. vLLM's control routes are here too, `POST /pause` (`mode=wait`:
+new requests wait, those in flight finish), `POST /resume` and `GET /is_paused`, so the client code
+that drives a vLLM server is exercised against this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
 from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
+from shared.teacher_wire import LoadPolicy
 from trainer.generation import GenerationError, Sampling
 
 if TYPE_CHECKING:
@@ -53,11 +63,87 @@ class SamplingMismatch(ValueError):
     pass
 
 
+class BadCheckpoint(ValueError):
+    """A checkpoint that cannot become the policy."""
+
+
+class PolicyConflict(ValueError):
+    """A version that is not newer than the current one."""
+
+
+class Gate:
+    """Pause and resume: while closed, new requests wait at the gate; `drained` waits until the ones
+    inside have finished."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.open = asyncio.Event()
+        self.open.set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @asynccontextmanager
+    async def enter(self) -> AsyncIterator[None]:
+        await self.open.wait()
+        self.inside += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.inside -= 1
+            if self.inside == 0:
+                self.idle.set()
+
+    async def pause(self) -> None:
+        self.open.clear()
+        await self.idle.wait()
+
+    def resume(self) -> None:
+        self.open.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self.open.is_set()
+
+
+def checkpoint_state(path: str, served: Any, cache_dir: Path | None) -> dict[str, Any]:
+    """The weights of the checkpoint at `path` (a LoRA adapter merged into its base) as a state dict
+    for the `served` model, or `BadCheckpoint` saying why not. Blocking."""
+    from shared.models import load_model
+
+    directory = Path(path).expanduser()
+    try:
+        found = directory.is_dir()
+    except OSError as e:  # a name too long
+        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}: {e.strerror}") from None
+    if not found:
+        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}")
+    try:
+        model = load_model(str(directory), cache_dir=cache_dir).model
+    except Exception as e:  # a missing file, a corrupt safetensors, a name too long: the caller's
+        raise BadCheckpoint(f"cannot load {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    state: dict[str, Any] = model.state_dict()
+    want = served.state_dict()
+    if set(state) != set(want) or any(state[k].shape != want[k].shape for k in want):
+        raise BadCheckpoint(f"{path!r} holds another architecture than the served model")
+    return state
+
+
 def create_app(
-    loaded: LoadedModel, sampling: Sampling, *, token: str | None = None, max_context: int = 4096
+    loaded: LoadedModel,
+    sampling: Sampling,
+    *,
+    token: str | None = None,
+    max_context: int = 4096,
+    cache_dir: Path | None = None,
 ) -> FastAPI:
     metrics = HttpMetrics("sdar_generation")
     tokenizer = loaded.tokenizer
+    gate = Gate()
+    policy: dict[str, Any] = {"version": 0, "path": loaded.path}
+    reload_lock = asyncio.Lock()
 
     from trainer.engine import HFGenerator  # torch: imported only once the flags are checked
 
@@ -72,7 +158,15 @@ def create_app(
     app = FastAPI(title="SDAR OpenAI-compatible generation", version="1", lifespan=lifespan)
     install_common(app, metrics, max_body_bytes=16 << 20)
 
-    map_errors(app, {SamplingMismatch: (422, "invalid_request"), GenerationError: (503, "generation_failed")})
+    map_errors(
+        app,
+        {
+            SamplingMismatch: (422, "invalid_request"),
+            GenerationError: (503, "generation_failed"),
+            BadCheckpoint: (422, "bad_checkpoint"),
+            PolicyConflict: (409, "policy_conflict"),
+        },
+    )
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -99,7 +193,9 @@ def create_app(
             raise SamplingMismatch(f"prompt token ids must be in 0..{len(tokenizer) - 1}")
         if len(ids) + body.max_tokens > max_context:
             raise SamplingMismatch(f"prompt ({len(ids)}) + max_tokens ({body.max_tokens}) exceed {max_context} tokens")
-        completion = await request.app.state.generator.generate(list(ids), body.max_tokens)
+        async with gate.enter():  # a weight swap waits for this request, so one version samples it all
+            version = policy["version"]
+            completion = await request.app.state.generator.generate(list(ids), body.max_tokens)
         tokens = (
             [f"token_id:{t}" for t in completion.token_ids]
             if body.return_tokens_as_token_ids
@@ -119,6 +215,7 @@ def create_app(
             "created": int(time.time()),
             "model": loaded.spec,
             "logprobs_mode": request.app.state.generator.logprobs_mode,
+            "policy_version": version,
             "choices": [choice],
             "usage": {
                 "prompt_tokens": len(ids),
@@ -126,6 +223,50 @@ def create_app(
                 "total_tokens": len(ids) + len(completion.token_ids),
             },
         }
+
+    def policy_info() -> dict[str, Any]:
+        return {
+            "model": loaded.spec,
+            "path": policy["path"],
+            "policy_version": policy["version"],
+            "paused": gate.paused,
+        }
+
+    @router.get("/v1/policy")
+    async def get_policy() -> dict[str, Any]:
+        return policy_info()
+
+    @router.post("/v1/policy")
+    async def load_policy(body: LoadPolicy) -> dict[str, Any]:
+        async with reload_lock:  # one load at a time; generation goes on with the old weights meanwhile
+            version = policy["version"] + 1 if body.version is None else body.version
+            if version <= policy["version"]:
+                raise PolicyConflict(f"version {version} is not newer than the current {policy['version']}")
+            state = await asyncio.to_thread(checkpoint_state, body.path, loaded.model, cache_dir)
+            was_paused = gate.paused
+            await gate.pause()
+            try:
+                loaded.model.load_state_dict(state)
+                policy.update(version=version, path=str(Path(body.path).expanduser()))
+            finally:
+                if not was_paused:
+                    gate.resume()
+        return policy_info()
+
+    @router.post("/pause")
+    async def pause(mode: Annotated[Literal["wait"], Query()] = "wait") -> dict[str, Any]:
+        """vLLM's route; `wait` (new requests wait, those in flight finish) is the one mode here."""
+        await gate.pause()
+        return {"is_paused": True}
+
+    @router.post("/resume")
+    async def resume() -> dict[str, Any]:
+        gate.resume()
+        return {"is_paused": False}
+
+    @router.get("/is_paused")
+    async def is_paused() -> dict[str, Any]:
+        return {"is_paused": gate.paused}
 
     app.include_router(router)
     return app
@@ -154,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     from shared.models import DTYPES, load_model  # torch and transformers, after the flags
 
     loaded = load_model(args.model, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
-    app = create_app(loaded, Sampling(args.temperature, args.top_p), token=args.token, max_context=args.max_context)
+    sampling = Sampling(args.temperature, args.top_p)
+    app = create_app(loaded, sampling, token=args.token, max_context=args.max_context, cache_dir=args.cache_dir)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

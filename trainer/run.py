@@ -132,12 +132,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument("--env-url", help="an env service to use (default: one started here)")
     p.add_argument("--teacher-url", help="a teacher service to use (default: the teacher in process)")
+    p.add_argument(
+        "--openai-url",
+        help="generate on this OpenAI-compatible completions server (python -m trainer.openai_server), which "
+        "is handed every new checkpoint through POST /v1/policy (default: generate in process)",
+    )
     p.add_argument("--redis-url", help="the buffer's Redis (default: $REDIS_URL, else an embedded one)")
     p.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
     args = p.parse_args(argv)
     if args.list_presets:
         return args
-    for flag in ("env_url", "teacher_url"):
+    for flag in ("env_url", "teacher_url", "openai_url"):
         url = getattr(args, flag)
         if url is not None and not url.startswith(("http://", "https://")):
             p.error(f"--{flag.replace('_', '-')} must be an http(s) URL")
@@ -151,7 +156,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             check_resume(args.resume, args.preset, overrides)
     except (ValueError, ModelNotFound) as e:
         p.error(str(e))
-    for flag, name in (("env_url", "env service"), ("teacher_url", "teacher service")):
+    for flag, name in (
+        ("env_url", "env service"),
+        ("teacher_url", "teacher service"),
+        ("openai_url", "completions server"),
+    ):
         url = getattr(args, flag)
         if url is not None and not reachable(url):
             p.error(f"cannot reach the {name} at {url} (GET /health)")
@@ -288,7 +297,7 @@ class Run:
         from trainer.adapters import attach
         from trainer.buffer import RedisBuffer
         from trainer.engine import HFGenerator
-        from trainer.generation import Sampling
+        from trainer.generation import OpenAIGenerator, Sampling
         from trainer.learner import Learner
         from trainer.report import Report
         from trainer.rollout import Roller, RolloutConfig
@@ -335,7 +344,12 @@ class Run:
             return {}
 
         sampling = Sampling(config.temperature, 1.0, config.max_new_tokens)
-        generator = HFGenerator(model, tokenizer, sampling, seed=config.seed + progress.step)
+        generator: HFGenerator | OpenAIGenerator
+        if args.openai_url:
+            generator = OpenAIGenerator(args.openai_url, config.model, sampling)
+            await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
+        else:
+            generator = HFGenerator(model, tokenizer, sampling, seed=config.seed + progress.step)
         generator.policy_version = progress.policy_version
         buffer = RedisBuffer(redis_url, prefix=progress.redis_prefix, consumer=progress.consumer, max_staleness=0)
         rollout_config = RolloutConfig(
@@ -367,7 +381,8 @@ class Run:
                         t = time.perf_counter()
                         held = Counter(d.group.task_id for d in deliveries)  # groups finish out of order
                         tasks = list((Counter(task_ids(config, total, step)) - held).elements())
-                        generator.engine.rng.manual_seed(config.seed * 1_000_003 + step)  # a step's draws: its own
+                        if isinstance(generator, HFGenerator):  # a step's draws: its own
+                            generator.engine.rng.manual_seed(config.seed * 1_000_003 + step)
                         with tqdm(total=missing, desc=f"step {step + 1} rollout", unit="group", leave=False) as rb:
                             summary = await roller.run(tasks, on_group=lambda _: rb.update())
                         if summary.unsaved:
@@ -403,7 +418,10 @@ class Run:
                     if lost := await buffer.ack([d.id for d in deliveries]):
                         raise RuntimeError(f"{len(lost)} trained group(s) were claimed by another learner: {lost[:3]}")
                     t = time.perf_counter()
-                    generator.policy_version = progress.policy_version  # the same model object: nothing to copy
+                    if isinstance(generator, OpenAIGenerator):  # the server loads the checkpoint just written
+                        await generator.publish(str(path), progress.policy_version)
+                    else:  # the same model object: nothing to copy
+                        generator.policy_version = progress.policy_version
                     if teacher is not None:
                         teacher.publish(path, progress.policy_version)
                     metrics["timing_s/update_weights"] = time.perf_counter() - t
@@ -432,6 +450,20 @@ class Run:
                 teacher.close()
             self.report.close()
         return {"last": last, "eval": evaluation, "progress": progress}
+
+    @staticmethod
+    async def sync_server(generator: Any, last: Path | None, version: int) -> None:
+        """A completions server starts on this run's policy: a fresh run's, or its last checkpoint's
+        (loaded unless the server already has it); a server on a newer policy is another run's."""
+        served = int((await generator.server_policy())["policy_version"])
+        if served > version:
+            raise RuntimeError(
+                f"the completions server at --openai-url serves policy version {served}, newer than this run's "
+                f"{version}: it serves another run (restart it)"
+            )
+        if served < version and last is not None:
+            print(f"the completions server is on policy version {served}: loading {last}")
+            await generator.publish(str(last), version)
 
     async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int) -> dict[str, float]:
         """The learner step in a worker thread, the buffer kept alive meanwhile (no one claims a live

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -139,3 +140,30 @@ def test_the_rollout_command_generates_through_the_server(
         "groups 2, episodes 4 (0 done, 4 step_limit, 0 fault), steps 8" in out.stdout
         and "64 response tokens" in out.stdout
     )
+
+
+@pytest.mark.redis
+def test_the_main_job_generates_on_the_server_and_hands_it_every_checkpoint(
+    tmp_path: Path, redis_base_url: str
+) -> None:
+    """`trainer.run --openai-url`: rollouts on the completions server, which loads each step's
+    checkpoint as the next policy version before the next rollout."""
+    import json
+
+    from tests.processes.test_trainer_run import ARGS
+
+    with ServiceProcess("trainer.openai_server", ["--model", "tiny", "--temperature", str(T)]) as process:
+        flags = ["--temperature", str(T), "--openai-url", f"{process.url}/v1", "--runs-dir", str(tmp_path)]
+        out = subprocess.run(
+            [sys.executable, "-m", "trainer.run", *ARGS, *flags, "--redis-url", redis_base_url],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        policy = httpx.get(f"{process.url}/v1/policy").json()
+        assert policy["policy_version"] == 2 and policy["path"] == str(run / "checkpoints" / "step-000002")
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["policy_version"] for r in lines] == [1, 2]
+        assert all(r["training/samples"] > 0 for r in lines)  # no episode refused as stale

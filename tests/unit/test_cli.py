@@ -18,6 +18,8 @@ import pytest
         (["--split", "test"], "unrecognized arguments: --split test"),
         (["--env-url", "http://127.0.0.1:1"], "cannot reach the env service at http://127.0.0.1:1"),
         (["--teacher-url", "http://127.0.0.1:1", "--env-url", "http://127.0.0.1:1"], "cannot reach"),
+        (["--openai-url", "127.0.0.1:8003"], "--openai-url must be an http(s) URL"),
+        (["--openai-url", "http://127.0.0.1:1"], "cannot reach the completions server at http://127.0.0.1:1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--algorithm", "ppo"], "argument --algorithm: invalid choice: 'ppo'"),
         (["--steps", "-1"], "steps: Input should be greater than or equal to 1 (got -1)"),

@@ -1,0 +1,121 @@
+"""The completions server's policy: a checkpoint (full or a LoRA adapter) loaded as a new version,
+every reply saying which version sampled it, a bad checkpoint refused while the old policy keeps
+serving, pause and resume; the client refuses a reply from an older policy than it published."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from shared.models import LoadedModel, load_model, tiny_model
+from tests.service.test_teacher import save_tiny
+from trainer.adapters import LoraSettings, attach
+from trainer.generation import GenerationError, OpenAIGenerator, Sampling, StalePolicy
+from trainer.openai_server import create_app
+
+T = 0.7
+PROMPT = [5, 17, 230, 41, 8]
+
+
+@asynccontextmanager
+async def served() -> AsyncIterator[tuple[httpx.AsyncClient, OpenAIGenerator]]:
+    tiny = load_model("tiny")
+    loaded = LoadedModel(copy.deepcopy(tiny.model), tiny.tokenizer, "tiny", "tiny")
+    app = create_app(loaded, Sampling(T))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(base_url="http://gen", transport=transport) as c:
+        generator = OpenAIGenerator("http://gen/v1", "tiny", Sampling(T, max_new_tokens=6), transport=transport)
+        try:
+            yield c, generator
+        finally:
+            await generator.aclose()
+
+
+def sampler_logprobs(model: Any, prompt: list[int], tokens: list[int]) -> list[float]:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + tokens])).logits[0].float()
+    logp = torch.log_softmax(logits / T, -1)
+    return [logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(tokens)]
+
+
+async def test_a_checkpoint_becomes_the_next_version_and_replies_say_so(tmp_path: Path) -> None:
+    tokenizer = load_model("tiny").tokenizer
+    async with served() as (client, generator):
+        assert (await generator.server_policy())["policy_version"] == 0
+        assert (await generator.generate(PROMPT)).policy_version == 0
+
+        await generator.publish(str(save_tiny(tmp_path / "step-1", seed=1)), 1)
+        completion = await generator.generate(PROMPT)
+        assert completion.policy_version == generator.policy_version == 1
+        new = tiny_model(tokenizer, seed=1)
+        assert completion.logprobs == pytest.approx(sampler_logprobs(new, PROMPT, completion.token_ids), abs=1e-4)
+        info = (await client.get("/v1/policy")).json()
+        assert info == {"model": "tiny", "path": str(tmp_path / "step-1"), "policy_version": 1, "paused": False}
+
+        # a LoRA adapter over the base: the merged weights serve
+        adapted = attach(tiny_model(tokenizer), LoraSettings(rank=4), "tiny")
+        with torch.no_grad():
+            for name, q in adapted.named_parameters():
+                if "lora_B" in name:
+                    q.normal_(0, 0.5)
+        adapted.save_pretrained(tmp_path / "step-2")
+        await generator.publish(str(tmp_path / "step-2"), 2)
+        completion = await generator.generate(PROMPT)
+        merged = sampler_logprobs(adapted.merge_and_unload(), PROMPT, completion.token_ids)
+        assert completion.policy_version == 2 and completion.logprobs == pytest.approx(merged, abs=1e-4)
+
+
+async def test_a_bad_checkpoint_or_an_old_version_is_refused_and_the_policy_keeps_serving(tmp_path: Path) -> None:
+    async with served() as (client, generator):
+        await generator.publish(str(save_tiny(tmp_path / "step-1", seed=1)), 1)
+        corrupt = save_tiny(tmp_path / "corrupt", seed=2)
+        (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+        other = tmp_path / "other"
+        small = LlamaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+        LlamaForCausalLM(small).save_pretrained(other)
+        load_model("tiny").tokenizer.save_pretrained(other)
+        for body, status, says in [
+            ({"path": str(tmp_path / "step-1"), "version": 1}, 409, "not newer than the current 1"),
+            ({"path": str(tmp_path / "missing"), "version": 2}, 422, "no checkpoint directory"),
+            ({"path": "/" + "x" * 300, "version": 2}, 422, "no checkpoint directory"),
+            ({"path": str(corrupt), "version": 2}, 422, "cannot load"),
+            ({"path": str(other), "version": 2}, 422, "another architecture"),
+            ({"path": "", "version": 2}, 422, ""),
+        ]:
+            response = await client.post("/v1/policy", json=body)
+            assert response.status_code == status and says in response.text, (body, response.text)
+        with pytest.raises(GenerationError, match="refused policy 1"):
+            await generator.publish(str(tmp_path / "step-1"), 1)
+        completion = await generator.generate(PROMPT)  # still version 1, its weights
+        assert completion.policy_version == 1
+        new = tiny_model(load_model("tiny").tokenizer, seed=1)
+        assert completion.logprobs == pytest.approx(sampler_logprobs(new, PROMPT, completion.token_ids), abs=1e-4)
+
+
+async def test_a_reply_from_an_older_policy_than_published_is_refused() -> None:
+    async with served() as (_, generator):  # a server that restarted on the base model, say
+        generator.policy_version = 3
+        with pytest.raises(StalePolicy, match="policy version 0, older than the published 3"):
+            await generator.generate(PROMPT)
+
+
+async def test_pause_holds_new_requests_until_resume() -> None:
+    async with served() as (client, generator):
+        assert (await client.post("/pause")).json() == {"is_paused": True}
+        assert (await client.get("/is_paused")).json() == {"is_paused": True}
+        waiting = asyncio.create_task(generator.generate(PROMPT))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        assert (await client.post("/resume")).json() == {"is_paused": False}
+        assert len((await asyncio.wait_for(waiting, 30)).token_ids) == 6
+        assert (await client.post("/pause", params={"mode": "abort"})).status_code == 422
+        assert (await client.get("/is_paused")).json() == {"is_paused": False}
