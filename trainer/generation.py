@@ -16,6 +16,7 @@ that is the oldest one a turn can straddle).
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -54,6 +55,16 @@ class Generator(Protocol):
         """Release what the generator holds; waiting requests fail."""
 
 
+ADAPTER_NAME = re.compile(r"policy-v(\d{1,12})")
+"""Adapters published to a server are named by the policy version they hold (vLLM's runtime LoRA)."""
+
+
+def named_version(name: str) -> int | None:
+    """The policy version in an adapter name `policy-v<N>`, else None."""
+    m = ADAPTER_NAME.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
 class GenerationError(RuntimeError):
     """The backend failed a request."""
 
@@ -71,9 +82,13 @@ class OpenAIGenerator:
     (its default `raw_logprobs` is before temperature). A server that states its mode in the reply
     (`python -m trainer.openai_server` does) and states another one fails the request.
 
-    `publish` hands the server a new policy, a checkpoint directory to load (`POST /v1/policy`, the
-    project's server's route and the teacher's); from then on a reply that states an older
-    `policy_version` than the published one is refused (`StalePolicy`): no silent off-policy samples."""
+    `publish` hands the server a new policy, a checkpoint directory to load: `weight_sync="policy"`
+    through `POST /v1/policy` (the project's server's route, and the teacher's); `"lora"` through
+    vLLM's runtime adapter loading (`POST /v1/load_lora_adapter`, the server started with
+    `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`), the adapter named `policy-v<N>`,
+    requests then naming it as their model, the previous one unloaded. From then on a reply from an
+    older policy than the published one (its `policy_version`, or the version in its adapter name)
+    is refused (`StalePolicy`): no silent off-policy samples."""
 
     def __init__(
         self,
@@ -87,6 +102,7 @@ class OpenAIGenerator:
         max_context: int = 4096,
         logprobs_mode: LogprobsMode = "processed_logprobs",
         transport: Any = None,
+        weight_sync: Literal["policy", "lora"] = "policy",
     ) -> None:
         import httpx
 
@@ -101,6 +117,7 @@ class OpenAIGenerator:
         self.logprobs_mode = logprobs_mode
         self.backend = f"openai {base_url}"
         self.policy_version = 0
+        self.weight_sync = weight_sync
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
         body = {
@@ -142,6 +159,8 @@ class OpenAIGenerator:
             raise GenerationError(f"no token ids and log-probs in the reply ({e}): {str(reply)[:300]}") from e
         reason: Literal["stop", "length"] = "length" if choice.get("finish_reason") == "length" else "stop"
         stated_version = reply.get("policy_version")
+        if not isinstance(stated_version, int) and isinstance(reply.get("model"), str):
+            stated_version = named_version(reply["model"])  # vLLM names the adapter that sampled
         if isinstance(stated_version, int):
             if stated_version < self.policy_version:
                 raise StalePolicy(
@@ -161,6 +180,8 @@ class OpenAIGenerator:
 
     async def publish(self, checkpoint: str, version: int) -> None:
         """The server loads `checkpoint` as policy `version`; later replies must come from it."""
+        if self.weight_sync == "lora":
+            return await self._publish_adapter(checkpoint, version)
         body = {"path": checkpoint, "version": version}
         response = await self._client.post("/v1/policy", json=body, timeout=600.0)
         if response.status_code != 200:
@@ -169,6 +190,16 @@ class OpenAIGenerator:
         if served != version:
             raise GenerationError(f"the completions server serves policy version {served}, not {version}")
         self.policy_version = version
+
+    async def _publish_adapter(self, checkpoint: str, version: int) -> None:
+        name = f"policy-v{version}"
+        body = {"lora_name": name, "lora_path": checkpoint}
+        response = await self._client.post("/v1/load_lora_adapter", json=body, timeout=600.0)
+        if response.status_code != 200:
+            raise GenerationError(f"the completions server refused adapter {name}: {response.text[:300]}")
+        previous, self.model, self.policy_version = self.model, name, version
+        if named_version(previous) is not None:  # the server's adapter slots hold the current one only
+            await self._client.post("/v1/unload_lora_adapter", json={"lora_name": previous})
 
     async def aclose(self) -> None:
         await self._client.aclose()

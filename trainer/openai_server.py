@@ -16,9 +16,11 @@ The policy it samples with is versioned, as the teacher's (`GET`/`POST /v1/polic
 checkpoint directory (full weights, or a LoRA adapter, merged) and a version higher than the current
 one loads it aside, waits for the requests in flight, swaps the weights in, and goes on; a bad
 checkpoint is a 4xx and the policy that was serving keeps serving. Every reply states the
-`policy_version` that sampled it. vLLM's control routes are here too, `POST /pause` (`mode=wait`:
-new requests wait, those in flight finish), `POST /resume` and `GET /is_paused`, so the client code
-that drives a vLLM server is exercised against this one.
+`policy_version` that sampled it. vLLM's control routes are here too, so the client code that
+drives a vLLM server is exercised against this one: `POST /pause` (`mode=wait`: new requests wait,
+those in flight finish), `POST /resume`, `GET /is_paused`, and its runtime LoRA loading,
+`POST /v1/load_lora_adapter` (`{"lora_name": "policy-v<N>", "lora_path": DIR}`: the adapter, merged,
+becomes version N, and replies name it as their `model`) and `POST /v1/unload_lora_adapter`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
 from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
 from shared.teacher_wire import LoadPolicy
-from trainer.generation import GenerationError, Sampling
+from trainer.generation import GenerationError, Sampling, named_version
 
 if TYPE_CHECKING:
     from shared.models import LoadedModel
@@ -69,6 +71,21 @@ class BadCheckpoint(ValueError):
 
 class PolicyConflict(ValueError):
     """A version that is not newer than the current one."""
+
+
+class LoraAdapter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lora_name: str = Field(min_length=1, max_length=200)
+    lora_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+def adapter_version(name: str) -> int:
+    """The policy version an adapter name `policy-v<N>` stands for."""
+    version = named_version(name)
+    if version is None:
+        raise SamplingMismatch(f"adapters here are policy versions, named policy-v<N>, not {name!r}")
+    return version
 
 
 class Gate:
@@ -142,7 +159,8 @@ def create_app(
     metrics = HttpMetrics("sdar_generation")
     tokenizer = loaded.tokenizer
     gate = Gate()
-    policy: dict[str, Any] = {"version": 0, "path": loaded.path}
+    policy: dict[str, Any] = {"version": 0, "path": loaded.path, "name": None}
+    """The version, where its weights came from, and the adapter name it was loaded as (if any)."""
     reload_lock = asyncio.Lock()
 
     from trainer.engine import HFGenerator  # torch: imported only once the flags are checked
@@ -194,7 +212,7 @@ def create_app(
         if len(ids) + body.max_tokens > max_context:
             raise SamplingMismatch(f"prompt ({len(ids)}) + max_tokens ({body.max_tokens}) exceed {max_context} tokens")
         async with gate.enter():  # a weight swap waits for this request, so one version samples it all
-            version = policy["version"]
+            version, name = policy["version"], policy["name"] or loaded.spec
             completion = await request.app.state.generator.generate(list(ids), body.max_tokens)
         tokens = (
             [f"token_id:{t}" for t in completion.token_ids]
@@ -213,7 +231,7 @@ def create_app(
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
             "created": int(time.time()),
-            "model": loaded.spec,
+            "model": name,
             "logprobs_mode": request.app.state.generator.logprobs_mode,
             "policy_version": version,
             "choices": [choice],
@@ -236,21 +254,42 @@ def create_app(
     async def get_policy() -> dict[str, Any]:
         return policy_info()
 
-    @router.post("/v1/policy")
-    async def load_policy(body: LoadPolicy) -> dict[str, Any]:
+    async def swap(path: str, version: int | None, name: str | None = None) -> None:
+        """Load `path` aside, then swap it in as `version` once the requests in flight are done."""
         async with reload_lock:  # one load at a time; generation goes on with the old weights meanwhile
-            version = policy["version"] + 1 if body.version is None else body.version
+            version = policy["version"] + 1 if version is None else version
             if version <= policy["version"]:
                 raise PolicyConflict(f"version {version} is not newer than the current {policy['version']}")
-            state = await asyncio.to_thread(checkpoint_state, body.path, loaded.model, cache_dir)
+            state = await asyncio.to_thread(checkpoint_state, path, loaded.model, cache_dir)
             was_paused = gate.paused
             await gate.pause()
             try:
                 loaded.model.load_state_dict(state)
-                policy.update(version=version, path=str(Path(body.path).expanduser()))
+                policy.update(version=version, path=str(Path(path).expanduser()), name=name)
             finally:
                 if not was_paused:
                     gate.resume()
+
+    @router.post("/v1/policy")
+    async def load_policy(body: LoadPolicy) -> dict[str, Any]:
+        await swap(body.path, body.version)
+        return policy_info()
+
+    @router.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(body: LoraAdapter) -> dict[str, Any]:
+        """vLLM's runtime adapter loading, for one policy: the adapter named `policy-v<N>` (merged)
+        becomes version N, and replies name it as their `model`, as vLLM's do."""
+        if body.lora_path is None:
+            raise SamplingMismatch("lora_path is required")
+        await swap(body.lora_path, adapter_version(body.lora_name), body.lora_name)
+        return policy_info()
+
+    @router.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(body: LoraAdapter) -> dict[str, Any]:
+        """An older version's name is already gone (one policy is held); the current one stays."""
+        if body.lora_name == policy["name"]:
+            raise PolicyConflict(f"{body.lora_name} is the policy being served")
+        adapter_version(body.lora_name)
         return policy_info()
 
     @router.post("/pause")

@@ -137,6 +137,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="generate on this OpenAI-compatible completions server (python -m trainer.openai_server), which "
         "is handed every new checkpoint through POST /v1/policy (default: generate in process)",
     )
+    p.add_argument(
+        "--weight-sync",
+        choices=["policy", "lora"],
+        default="policy",
+        help="how --openai-url gets each checkpoint: policy (POST /v1/policy, the project's server; default) or "
+        "lora (vLLM's /v1/load_lora_adapter, adapters named policy-v<N>; with --lora-rank)",
+    )
     p.add_argument("--redis-url", help="the buffer's Redis (default: $REDIS_URL, else an embedded one)")
     p.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
     args = p.parse_args(argv)
@@ -156,6 +163,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             check_resume(args.resume, args.preset, overrides)
     except (ValueError, ModelNotFound) as e:
         p.error(str(e))
+    if args.weight_sync == "lora" and (args.openai_url is None or (args.config and args.config.lora is None)):
+        p.error("--weight-sync lora needs --openai-url and a LoRA run (--lora-rank)")
     for flag, name in (
         ("env_url", "env service"),
         ("teacher_url", "teacher service"),
@@ -346,7 +355,7 @@ class Run:
         sampling = Sampling(config.temperature, 1.0, config.max_new_tokens)
         generator: HFGenerator | OpenAIGenerator
         if args.openai_url:
-            generator = OpenAIGenerator(args.openai_url, config.model, sampling)
+            generator = OpenAIGenerator(args.openai_url, config.model, sampling, weight_sync=args.weight_sync)
             await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
         else:
             generator = HFGenerator(model, tokenizer, sampling, seed=config.seed + progress.step)

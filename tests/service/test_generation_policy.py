@@ -62,12 +62,7 @@ async def test_a_checkpoint_becomes_the_next_version_and_replies_say_so(tmp_path
         assert info == {"model": "tiny", "path": str(tmp_path / "step-1"), "policy_version": 1, "paused": False}
 
         # a LoRA adapter over the base: the merged weights serve
-        adapted = attach(tiny_model(tokenizer), LoraSettings(rank=4), "tiny")
-        with torch.no_grad():
-            for name, q in adapted.named_parameters():
-                if "lora_B" in name:
-                    q.normal_(0, 0.5)
-        adapted.save_pretrained(tmp_path / "step-2")
+        adapted = lora_checkpoint(tmp_path / "step-2")
         await generator.publish(str(tmp_path / "step-2"), 2)
         completion = await generator.generate(PROMPT)
         merged = sampler_logprobs(adapted.merge_and_unload(), PROMPT, completion.token_ids)
@@ -119,3 +114,50 @@ async def test_pause_holds_new_requests_until_resume() -> None:
         assert len((await asyncio.wait_for(waiting, 30)).token_ids) == 6
         assert (await client.post("/pause", params={"mode": "abort"})).status_code == 422
         assert (await client.get("/is_paused")).json() == {"is_paused": False}
+
+
+def lora_checkpoint(path: Path) -> Any:
+    adapted = attach(tiny_model(load_model("tiny").tokenizer), LoraSettings(rank=4), "tiny")
+    with torch.no_grad():
+        for name, q in adapted.named_parameters():
+            if "lora_B" in name:
+                q.normal_(0, 0.5)
+    adapted.save_pretrained(path)
+    return adapted
+
+
+async def test_vllms_runtime_lora_loading_publishes_adapters_by_version(tmp_path: Path) -> None:
+    """The client drives vLLM's `/v1/load_lora_adapter` and names the adapter as its model; the
+    project's server offers the same route, so the client is exercised here."""
+    async with served() as (client, generator):
+        generator.weight_sync = "lora"
+        adapted = lora_checkpoint(tmp_path / "step-1")
+        await generator.publish(str(tmp_path / "step-1"), 1)
+        assert generator.model == "policy-v1" and generator.policy_version == 1
+        completion = await generator.generate(PROMPT)
+        merged = sampler_logprobs(adapted.merge_and_unload(), PROMPT, completion.token_ids)
+        assert completion.policy_version == 1 and completion.logprobs == pytest.approx(merged, abs=1e-4)
+        reply = await client.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 2})
+        assert reply.json()["model"] == "policy-v1"
+
+        lora_checkpoint(tmp_path / "step-2")
+        await generator.publish(str(tmp_path / "step-2"), 2)  # and policy-v1 is unloaded
+        assert (await generator.generate(PROMPT)).policy_version == 2
+        for route, body, status in [
+            ("/v1/load_lora_adapter", {"lora_name": "mine", "lora_path": str(tmp_path / "step-2")}, 422),
+            ("/v1/load_lora_adapter", {"lora_name": "policy-v3"}, 422),
+            ("/v1/load_lora_adapter", {"lora_name": "policy-v2", "lora_path": str(tmp_path / "step-2")}, 409),
+            ("/v1/unload_lora_adapter", {"lora_name": "policy-v2"}, 409),  # the one serving
+            ("/v1/unload_lora_adapter", {"lora_name": "policy-v1"}, 200),
+        ]:
+            assert (await client.post(route, json=body)).status_code == status, (route, body)
+
+
+def test_a_vllm_reply_from_an_older_adapter_is_refused() -> None:
+    """vLLM states no policy version; the adapter name in `model` says which one sampled."""
+    generator = OpenAIGenerator("http://vllm:8000/v1", "policy-v2", weight_sync="lora")
+    generator.policy_version = 2
+    reply = {"model": "policy-v1", "choices": [{"logprobs": {"tokens": ["token_id:7"], "token_logprobs": [-1.0]}}]}
+    with pytest.raises(StalePolicy, match="policy version 1, older than the published 2"):
+        generator._completion(reply, 2)
+    assert generator._completion({**reply, "model": "policy-v2"}, 2).policy_version == 2

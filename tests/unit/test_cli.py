@@ -19,6 +19,8 @@ import pytest
         (["--env-url", "http://127.0.0.1:1"], "cannot reach the env service at http://127.0.0.1:1"),
         (["--teacher-url", "http://127.0.0.1:1", "--env-url", "http://127.0.0.1:1"], "cannot reach"),
         (["--openai-url", "127.0.0.1:8003"], "--openai-url must be an http(s) URL"),
+        (["--weight-sync", "lora"], "--weight-sync lora needs --openai-url and a LoRA run (--lora-rank)"),
+        (["--weight-sync", "nccl"], "argument --weight-sync: invalid choice: 'nccl'"),
         (["--openai-url", "http://127.0.0.1:1"], "cannot reach the completions server at http://127.0.0.1:1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--algorithm", "ppo"], "argument --algorithm: invalid choice: 'ppo'"),
