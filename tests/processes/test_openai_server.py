@@ -144,16 +144,19 @@ def test_the_rollout_command_generates_through_the_server(
 
 @pytest.mark.redis
 def test_the_main_job_generates_on_the_server_and_hands_it_every_checkpoint(
-    tmp_path: Path, redis_base_url: str
+    server: ServiceProcess, tmp_path: Path, redis_base_url: str
 ) -> None:
     """`trainer.run --openai-url`: rollouts on the completions server, which loads each step's
     checkpoint as the next policy version before the next rollout."""
     import json
 
     from tests.processes.test_trainer_run import ARGS
+    from tests.service.test_teacher import save_tiny
 
-    with ServiceProcess("trainer.openai_server", ["--model", "tiny", "--temperature", str(T)]) as process:
-        flags = ["--temperature", str(T), "--openai-url", f"{process.url}/v1", "--runs-dir", str(tmp_path)]
+    assert httpx.get(f"{server.url}/v1/policy").json()["policy_version"] == 0
+    runs = tmp_path / "runs"
+    flags = ["--temperature", str(T), "--openai-url", f"{server.url}/v1", "--runs-dir", str(runs)]
+    try:
         out = subprocess.run(
             [sys.executable, "-m", "trainer.run", *ARGS, *flags, "--redis-url", redis_base_url],
             capture_output=True,
@@ -161,9 +164,13 @@ def test_the_main_job_generates_on_the_server_and_hands_it_every_checkpoint(
             timeout=300,
         )
         assert out.returncode == 0, out.stderr[-3000:]
-        (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-        policy = httpx.get(f"{process.url}/v1/policy").json()
+        (run,) = [p for p in runs.iterdir() if p.is_dir()]
+        policy = httpx.get(f"{server.url}/v1/policy").json()
         assert policy["policy_version"] == 2 and policy["path"] == str(run / "checkpoints" / "step-000002")
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["policy_version"] for r in lines] == [1, 2]
         assert all(r["training/samples"] > 0 for r in lines)  # no episode refused as stale
+    finally:  # the other tests of the module compare against the initial tiny model's log-probs
+        version = httpx.get(f"{server.url}/v1/policy").json()["policy_version"]
+        base = str(save_tiny(tmp_path / "base", seed=0))
+        httpx.post(f"{server.url}/v1/policy", json={"path": base, "version": version + 1}, timeout=120)

@@ -161,3 +161,15 @@ def test_a_vllm_reply_from_an_older_adapter_is_refused() -> None:
     with pytest.raises(StalePolicy, match="policy version 1, older than the published 2"):
         generator._completion(reply, 2)
     assert generator._completion({**reply, "model": "policy-v2"}, 2).policy_version == 2
+
+
+async def test_a_run_brings_the_server_to_its_policy_and_refuses_another_runs(tmp_path: Path) -> None:
+    from trainer.run import Run
+
+    async with served() as (_, generator):
+        await Run.sync_server(generator, None, 0)  # a fresh run, a fresh server: nothing to do
+        checkpoint = save_tiny(tmp_path / "step-3", seed=1)
+        await Run.sync_server(generator, checkpoint, 3)  # a resumed run: its last checkpoint is loaded
+        assert (await generator.server_policy())["policy_version"] == 3
+        with pytest.raises(RuntimeError, match="serves policy version 3, newer than this run's 1"):
+            await Run.sync_server(generator, None, 1)
