@@ -16,6 +16,7 @@ that is the oldest one a turn can straddle).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -55,6 +56,7 @@ class Generator(Protocol):
         """Release what the generator holds; waiting requests fail."""
 
 
+log = logging.getLogger(__name__)
 ADAPTER_NAME = re.compile(r"policy-v(\d{1,12})")
 """Adapters published to a server are named by the policy version they hold (vLLM's runtime LoRA)."""
 
@@ -170,9 +172,15 @@ class OpenAIGenerator:
             version = stated_version
         return Completion(ids, values, reason, version)
 
+    async def _call(self, method: str, route: str, **kwargs: Any) -> Any:
+        try:
+            return await self._client.request(method, route, **kwargs)
+        except self._errors as e:
+            raise GenerationError(f"completions server unreachable ({method} {route}): {e}") from e
+
     async def server_policy(self) -> dict[str, Any]:
         """The server's `GET /v1/policy`: its model, checkpoint path and policy version."""
-        response = await self._client.get("/v1/policy")
+        response = await self._call("GET", "/v1/policy")
         if response.status_code != 200:
             raise GenerationError(f"GET /v1/policy answered {response.status_code}: {response.text[:300]}")
         info: dict[str, Any] = response.json()
@@ -183,7 +191,7 @@ class OpenAIGenerator:
         if self.weight_sync == "lora":
             return await self._publish_adapter(checkpoint, version)
         body = {"path": checkpoint, "version": version}
-        response = await self._client.post("/v1/policy", json=body, timeout=600.0)
+        response = await self._call("POST", "/v1/policy", json=body, timeout=600.0)
         if response.status_code != 200:
             raise GenerationError(f"the completions server refused policy {version}: {response.text[:300]}")
         served = response.json().get("policy_version")
@@ -194,12 +202,16 @@ class OpenAIGenerator:
     async def _publish_adapter(self, checkpoint: str, version: int) -> None:
         name = f"policy-v{version}"
         body = {"lora_name": name, "lora_path": checkpoint}
-        response = await self._client.post("/v1/load_lora_adapter", json=body, timeout=600.0)
-        if response.status_code != 200:
+        response = await self._call("POST", "/v1/load_lora_adapter", json=body, timeout=600.0)
+        held = response.status_code in (400, 409) and "already" in response.text  # a resumed run's, still there
+        if response.status_code != 200 and not held:
             raise GenerationError(f"the completions server refused adapter {name}: {response.text[:300]}")
         previous, self.model, self.policy_version = self.model, name, version
-        if named_version(previous) is not None:  # the server's adapter slots hold the current one only
-            await self._client.post("/v1/unload_lora_adapter", json={"lora_name": previous})
+        if named_version(previous) is not None and previous != name:  # free its slot; a failure costs a slot
+            try:
+                await self._client.post("/v1/unload_lora_adapter", json={"lora_name": previous})
+            except self._errors as e:
+                log.warning("could not unload adapter %s: %s", previous, e)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -16,9 +16,10 @@ The policy it samples with is versioned, as the teacher's (`GET`/`POST /v1/polic
 checkpoint directory (full weights, or a LoRA adapter, merged) and a version higher than the current
 one loads it aside, waits for the requests in flight, swaps the weights in, and goes on; a bad
 checkpoint is a 4xx and the policy that was serving keeps serving. Every reply states the
-`policy_version` that sampled it. vLLM's control routes are here too, so the client code that
-drives a vLLM server is exercised against this one: `POST /pause` (`mode=wait`: new requests wait,
-those in flight finish), `POST /resume`, `GET /is_paused`, and its runtime LoRA loading,
+`policy_version` that sampled it. vLLM's control routes are here too, so that client code written
+for a vLLM server runs against this one: `POST /pause` (`mode=wait` only, new requests wait and
+those in flight finish; vLLM's default is `abort`), `POST /resume`, `GET /is_paused`, and its
+runtime LoRA loading (what `OpenAIGenerator(weight_sync="lora")` drives),
 `POST /v1/load_lora_adapter` (`{"lora_name": "policy-v<N>", "lora_path": DIR}`: the adapter, merged,
 becomes version N, and replies name it as their `model`) and `POST /v1/unload_lora_adapter`.
 """
@@ -73,6 +74,10 @@ class PolicyConflict(ValueError):
     """A version that is not newer than the current one."""
 
 
+class UnknownAdapter(LookupError):
+    pass
+
+
 class LoraAdapter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,19 +94,29 @@ def adapter_version(name: str) -> int:
 
 
 class Gate:
-    """Pause and resume: while closed, new requests wait at the gate; `drained` waits until the ones
-    inside have finished."""
+    """Who may generate: closed while a client has paused the server (`/pause`) or a weight swap is
+    under way, each on its own, so that neither reopens what the other closed. `drain` closes it
+    for a swap and waits until the requests inside have finished."""
 
     def __init__(self) -> None:
         self.inside = 0
+        self.client_paused = False
+        self.swapping = False
         self.open = asyncio.Event()
         self.open.set()
         self.idle = asyncio.Event()
         self.idle.set()
 
+    def _update(self) -> None:
+        if self.client_paused or self.swapping:
+            self.open.clear()
+        else:
+            self.open.set()
+
     @asynccontextmanager
     async def enter(self) -> AsyncIterator[None]:
-        await self.open.wait()
+        while not self.open.is_set():  # reopened and closed again before this waiter ran: wait again
+            await self.open.wait()
         self.inside += 1
         self.idle.clear()
         try:
@@ -111,33 +126,55 @@ class Gate:
             if self.inside == 0:
                 self.idle.set()
 
+    async def _wait_idle(self) -> None:
+        while self.inside:
+            await self.idle.wait()
+
     async def pause(self) -> None:
-        self.open.clear()
-        await self.idle.wait()
+        """A client's pause (vLLM's `mode=wait`): new requests wait, those inside finish."""
+        self.client_paused = True
+        self._update()
+        await self._wait_idle()
 
     def resume(self) -> None:
-        self.open.set()
+        self.client_paused = False
+        self._update()
+
+    @asynccontextmanager
+    async def drain(self) -> AsyncIterator[None]:
+        """Nothing generates inside this block."""
+        self.swapping = True
+        self._update()
+        try:
+            await self._wait_idle()
+            yield
+        finally:
+            self.swapping = False
+            self._update()
 
     @property
     def paused(self) -> bool:
-        return not self.open.is_set()
+        return self.client_paused
 
 
 def checkpoint_state(path: str, served: Any, cache_dir: Path | None) -> dict[str, Any]:
     """The weights of the checkpoint at `path` (a LoRA adapter merged into its base) as a state dict
     for the `served` model, or `BadCheckpoint` saying why not. Blocking."""
+    from safetensors import SafetensorError
+
+    from shared.model_specs import ModelNotFound
     from shared.models import load_model
 
-    directory = Path(path).expanduser()
     try:
+        directory = Path(path).expanduser()  # `~nosuchuser/...` raises RuntimeError
         found = directory.is_dir()
-    except OSError as e:  # a name too long
-        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}: {e.strerror}") from None
+    except (OSError, RuntimeError) as e:  # a name too long, an unknown user
+        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}: {e}") from None
     if not found:
         raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}")
     try:
-        model = load_model(str(directory), cache_dir=cache_dir).model
-    except Exception as e:  # a missing file, a corrupt safetensors, a name too long: the caller's
+        model = load_model(str(directory), cache_dir=cache_dir, dtype=next(served.parameters()).dtype).model
+    except (OSError, ValueError, ModelNotFound, SafetensorError) as e:  # missing or corrupt files
         raise BadCheckpoint(f"cannot load {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -159,8 +196,9 @@ def create_app(
     metrics = HttpMetrics("sdar_generation")
     tokenizer = loaded.tokenizer
     gate = Gate()
-    policy: dict[str, Any] = {"version": 0, "path": loaded.path, "name": None}
-    """The version, where its weights came from, and the adapter name it was loaded as (if any)."""
+    policy: dict[str, Any] = {"version": 0, "path": loaded.path, "name": None, "names": set()}
+    """The version, where its weights came from, the adapter name it was loaded as (if any), and the
+    adapter names loaded and not unloaded since."""
     reload_lock = asyncio.Lock()
 
     from trainer.engine import HFGenerator  # torch: imported only once the flags are checked
@@ -183,6 +221,7 @@ def create_app(
             GenerationError: (503, "generation_failed"),
             BadCheckpoint: (422, "bad_checkpoint"),
             PolicyConflict: (409, "policy_conflict"),
+            UnknownAdapter: (404, "not_found"),
         },
     )
 
@@ -261,14 +300,11 @@ def create_app(
             if version <= policy["version"]:
                 raise PolicyConflict(f"version {version} is not newer than the current {policy['version']}")
             state = await asyncio.to_thread(checkpoint_state, path, loaded.model, cache_dir)
-            was_paused = gate.paused
-            await gate.pause()
-            try:
-                loaded.model.load_state_dict(state)
+            async with gate.drain():
+                await asyncio.to_thread(loaded.model.load_state_dict, state)
                 policy.update(version=version, path=str(Path(path).expanduser()), name=name)
-            finally:
-                if not was_paused:
-                    gate.resume()
+                if name is not None:
+                    policy["names"].add(name)
 
     @router.post("/v1/policy")
     async def load_policy(body: LoadPolicy) -> dict[str, Any]:
@@ -286,15 +322,18 @@ def create_app(
 
     @router.post("/v1/unload_lora_adapter")
     async def unload_lora_adapter(body: LoraAdapter) -> dict[str, Any]:
-        """An older version's name is already gone (one policy is held); the current one stays."""
+        """An older version's name is forgotten (one policy is held); the current one stays."""
         if body.lora_name == policy["name"]:
             raise PolicyConflict(f"{body.lora_name} is the policy being served")
-        adapter_version(body.lora_name)
+        if body.lora_name not in policy["names"]:
+            raise UnknownAdapter(f"no adapter {body.lora_name!r} is loaded")
+        policy["names"].discard(body.lora_name)
         return policy_info()
 
     @router.post("/pause")
     async def pause(mode: Annotated[Literal["wait"], Query()] = "wait") -> dict[str, Any]:
-        """vLLM's route; `wait` (new requests wait, those in flight finish) is the one mode here."""
+        """vLLM's route; `wait` (new requests wait, those in flight finish) is the one mode here, and the
+        default (vLLM's default is `abort`, which this server does not do)."""
         await gate.pause()
         return {"is_paused": True}
 

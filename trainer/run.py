@@ -82,6 +82,10 @@ FLAGS = {
 # -- the command line --------------------------------------------------------------------------
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on for a reason the user can act on: one line, no traceback."""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m trainer.run",
@@ -354,6 +358,8 @@ class Run:
 
         sampling = Sampling(config.temperature, 1.0, config.max_new_tokens)
         generator: HFGenerator | OpenAIGenerator
+        if args.weight_sync == "lora" and config.lora is None:
+            raise RunError("--weight-sync lora needs a LoRA run (--lora-rank); this one trains all the weights")
         if args.openai_url:
             generator = OpenAIGenerator(args.openai_url, config.model, sampling, weight_sync=args.weight_sync)
             await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
@@ -394,6 +400,10 @@ class Run:
                             generator.engine.rng.manual_seed(config.seed * 1_000_003 + step)
                         with tqdm(total=missing, desc=f"step {step + 1} rollout", unit="group", leave=False) as rb:
                             summary = await roller.run(tasks, on_group=lambda _: rb.update())
+                        if summary.episodes and summary.ends["fault"] == summary.episodes:
+                            raise RunError(  # a server on old weights, a sampling mismatch: nothing to learn
+                                f"every episode of step {step + 1} faulted (the warnings above say why)"
+                            )
                         if summary.unsaved:
                             raise RuntimeError(f"{summary.unsaved} group(s) could not be written to the buffer")
                         rollout_s = time.perf_counter() - t
@@ -428,7 +438,7 @@ class Run:
                         raise RuntimeError(f"{len(lost)} trained group(s) were claimed by another learner: {lost[:3]}")
                     t = time.perf_counter()
                     if isinstance(generator, OpenAIGenerator):  # the server loads the checkpoint just written
-                        await generator.publish(str(path), progress.policy_version)
+                        await generator.publish(str(path.resolve()), progress.policy_version)
                     else:  # the same model object: nothing to copy
                         generator.policy_version = progress.policy_version
                     if teacher is not None:
@@ -463,16 +473,21 @@ class Run:
     @staticmethod
     async def sync_server(generator: Any, last: Path | None, version: int) -> None:
         """A completions server starts on this run's policy: a fresh run's, or its last checkpoint's
-        (loaded unless the server already has it); a server on a newer policy is another run's."""
+        (loaded unless the server already has it); a server on a newer policy is another run's.
+        vLLM (`weight_sync="lora"`) says no version: a resumed run loads its adapter again."""
+        if generator.weight_sync == "lora":
+            if last is not None and version:
+                await generator.publish(str(last.resolve()), version)
+            return
         served = int((await generator.server_policy())["policy_version"])
         if served > version:
-            raise RuntimeError(
+            raise RunError(
                 f"the completions server at --openai-url serves policy version {served}, newer than this run's "
                 f"{version}: it serves another run (restart it)"
             )
         if served < version and last is not None:
             print(f"the completions server is on policy version {served}: loading {last}")
-            await generator.publish(str(last), version)
+            await generator.publish(str(last.resolve()), version)
 
     async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int) -> dict[str, float]:
         """The learner step in a worker thread, the buffer kept alive meanwhile (no one claims a live
@@ -585,6 +600,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from trainer.generation import GenerationError  # no torch
+
     args = parse_args(argv)
     if args.list_presets:
         from trainer.presets import listing
@@ -650,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(run.train(env_url, redis_url))
         except KeyboardInterrupt:
             result = None
+        except (RunError, GenerationError) as e:  # the services it started are stopped by now
+            raise SystemExit(f"python -m trainer.run: error: {e}") from None
     if result is None:  # the services are stopped; a learner step may still run in its daemon thread
         print(f"\ninterrupted; stopped what this run started. Resume with --resume {directory}", file=sys.stderr)
         sys.stderr.flush()

@@ -80,7 +80,9 @@ def prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tup
     least `min_shared` of them (0: no sharing), and the prompts that share nothing in one group with
     `shared = 0`. Every prompt keeps at least its last token out of the prefix (its hidden state
     predicts the response's first token). Prompts are taken in sorted order; one joins the group
-    before it while the tokens saved, `(members - 1) * shared`, do not fall."""
+    before it while the tokens saved, `(members - 1) * shared`, do not fall, and a group of one is
+    left behind when its prompt shares more with the next one than with it (so a prompt that sorts
+    first and shares little does not cut the group after it short)."""
     groups: list[tuple[int, list[int]]] = []
     alone: list[int] = []
 
@@ -90,13 +92,16 @@ def prefix_groups(prompts: Sequence[Sequence[int]], min_shared: int) -> list[tup
         else:
             alone.extend(members)
 
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
     members: list[int] = []
     shared = 0
-    for i in sorted(range(len(prompts)), key=lambda i: list(prompts[i])):
+    for k, i in enumerate(order):
         if members:
             first = prompts[members[0]]
             joined = min(shared, common_length(first, prompts[i]), len(prompts[i]) - 1)
-            if len(members) * joined >= (len(members) - 1) * shared and joined >= min_shared:
+            ahead = common_length(prompts[i], prompts[order[k + 1]]) if k + 1 < len(order) else 0
+            better_apart = len(members) == 1 and ahead > joined
+            if not better_apart and len(members) * joined >= (len(members) - 1) * shared and joined >= min_shared:
                 members.append(i)
                 shared = joined
                 continue
@@ -224,6 +229,8 @@ class Scorer:
         out: list[Any] = [None] * len(pairs)
         for shared, members in prefix_groups([p for p, _ in pairs], self.min_shared_prefix):
             prefix = self._prefix(model, pairs[members[0]][0][:shared]) if shared else None
+            if shared and prefix is None:  # the prompts are cut at `shared`: they must see its keys
+                raise RuntimeError(f"{type(model).__name__} returned no cache for the shared prefix")
             lengths = [len(pairs[i][0]) + len(pairs[i][1]) for i in members]
             for batch in length_batches(members, lengths, max_batch_tokens):
                 suffixes = [(pairs[j][0][shared:], pairs[j][1]) for j in batch]

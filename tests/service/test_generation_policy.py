@@ -84,7 +84,8 @@ async def test_a_bad_checkpoint_or_an_old_version_is_refused_and_the_policy_keep
             ({"path": "/" + "x" * 300, "version": 2}, 422, "no checkpoint directory"),
             ({"path": str(corrupt), "version": 2}, 422, "cannot load"),
             ({"path": str(other), "version": 2}, 422, "another architecture"),
-            ({"path": "", "version": 2}, 422, ""),
+            ({"path": "~nosuchuser/step-1", "version": 2}, 422, "no checkpoint directory"),
+            ({"path": "", "version": 2}, 422, "path"),
         ]:
             response = await client.post("/v1/policy", json=body)
             assert response.status_code == status and says in response.text, (body, response.text)
@@ -148,7 +149,8 @@ async def test_vllms_runtime_lora_loading_publishes_adapters_by_version(tmp_path
             ("/v1/load_lora_adapter", {"lora_name": "policy-v3"}, 422),
             ("/v1/load_lora_adapter", {"lora_name": "policy-v2", "lora_path": str(tmp_path / "step-2")}, 409),
             ("/v1/unload_lora_adapter", {"lora_name": "policy-v2"}, 409),  # the one serving
-            ("/v1/unload_lora_adapter", {"lora_name": "policy-v1"}, 200),
+            ("/v1/unload_lora_adapter", {"lora_name": "policy-v1"}, 404),  # the client unloaded it
+            ("/v1/unload_lora_adapter", {"lora_name": "policy-v9"}, 404),
         ]:
             assert (await client.post(route, json=body)).status_code == status, (route, body)
 
@@ -164,12 +166,38 @@ def test_a_vllm_reply_from_an_older_adapter_is_refused() -> None:
 
 
 async def test_a_run_brings_the_server_to_its_policy_and_refuses_another_runs(tmp_path: Path) -> None:
-    from trainer.run import Run
+    from trainer.run import Run, RunError
 
     async with served() as (_, generator):
         await Run.sync_server(generator, None, 0)  # a fresh run, a fresh server: nothing to do
         checkpoint = save_tiny(tmp_path / "step-3", seed=1)
         await Run.sync_server(generator, checkpoint, 3)  # a resumed run: its last checkpoint is loaded
         assert (await generator.server_policy())["policy_version"] == 3
-        with pytest.raises(RuntimeError, match="serves policy version 3, newer than this run's 1"):
+        with pytest.raises(RunError, match="serves policy version 3, newer than this run's 1"):
             await Run.sync_server(generator, None, 1)
+
+
+async def test_a_swap_and_a_clients_pause_do_not_reopen_each_other(tmp_path: Path) -> None:
+    """A `/resume` while a weight swap drains leaves the gate shut for the swap; a `/pause` sent during
+    a swap still holds after it. The swap never overlaps a request."""
+    from trainer.openai_server import Gate
+
+    gate = Gate()
+    async with gate.enter():
+        draining, entering = gate.drain(), gate.enter()  # held: a dropped one would leave its block
+        swap = asyncio.create_task(draining.__aenter__())
+        await asyncio.sleep(0.05)
+        gate.resume()  # a client's resume during the drain
+        late = asyncio.create_task(entering.__aenter__())
+        await asyncio.sleep(0.05)
+        assert not late.done() and not swap.done()  # the swap waits for the request inside; the late one waits
+    await asyncio.wait_for(swap, 5)
+    assert gate.inside == 0 and not late.done()  # nothing enters during the swap
+    await gate.pause()  # a client's pause during the swap
+    assert not gate.open.is_set()
+    await draining.__aexit__(None, None, None)  # the swap ends
+    await asyncio.sleep(0.05)
+    assert not late.done() and gate.paused  # the client's pause holds
+    gate.resume()
+    await asyncio.wait_for(late, 5)
+    assert gate.inside == 1

@@ -79,15 +79,17 @@ def test_log_probs_equal_a_direct_forward_pass(tiny: LoadedModel) -> None:
 
 def test_prompts_that_begin_alike_are_grouped_by_their_shared_prefix() -> None:
     prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 6, 7], [9, 9], [1, 2, 3]]
-    # sorted: [1,2,3] (keeps its last token: 2 shared at most), [1,2,3,4,5], [1,2,3,4,6,7]; [9,9] alone
-    assert prefix_groups(prompts, 2) == [(2, [3, 0, 1]), (0, [2])]
-    assert prefix_groups(prompts, 3) == [(4, [0, 1]), (0, [2, 3])]  # [1,2,3] can give 2 only: alone
+    # sorted: [1,2,3] (keeps its last token: 2 shared at most) shares more with nothing than the next two
+    # share with each other (4), so it stays alone, as [9,9]
+    assert prefix_groups(prompts, 2) == [(4, [0, 1]), (0, [2, 3])]
     assert prefix_groups(prompts, 5) == [(0, [0, 1, 2, 3])]  # below the minimum: nothing shared
     assert prefix_groups(prompts, 0) == [(0, [0, 1, 2, 3])]  # 0: sharing off
     ten = [1] * 10
     # a third prompt that shares 3 tokens would cut the saving from 10 tokens to 2 x 3: it goes alone
     assert prefix_groups([[*ten, 2], [*ten, 3], [1, 1, 1, *[5] * 8]], 2) == [(10, [0, 1]), (0, [2])]
-    assert prefix_groups([[*ten, 2], [*ten, 3], [*ten[:8], 5, 5]], 2) == [(8, [0, 1, 2])]  # 3 x 8 >= 2 x 10
+    assert prefix_groups([[*ten, 2], [*ten, 3], [*ten[:8], 5, 5]], 2) == [(8, [0, 1, 2])]  # 2 x 8 >= 1 x 10
+    # one that sorts first and shares 3 tokens does not cut the group after it down to 3
+    assert prefix_groups([[1, 1, 1, 0], [*ten, 2], [*ten, 3], [*ten, 4]], 2) == [(10, [1, 2, 3]), (0, [0])]
     assert prefix_groups([], 32) == []
 
 
