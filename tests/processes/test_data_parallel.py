@@ -75,6 +75,7 @@ def test_two_processes_make_the_update_of_one(tmp_path: Path) -> None:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
 
 
+@pytest.mark.slow  # ~30 s: three trainer.run launches; run by .ci/run after the default suite
 def test_the_main_job_under_torchrun_trains_as_one_process(tmp_path: Path, redis_base_url: str) -> None:
     """`torchrun --nproc-per-node 2 -m trainer.run`: the first process rolls out and checkpoints, both
     learn; with rollouts reproducible (`--concurrency 1`) the weights equal those of one process."""

@@ -57,6 +57,7 @@ def weights(run: Path, step: int) -> dict[str, object]:
     return load_file(run / "checkpoints" / f"step-{step:06d}" / "model.safetensors")
 
 
+@pytest.mark.slow  # ~30 s: three trainer.run launches; run by .ci/run after the default suite
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: Path, redis_base_url: str) -> None:
     store = redis.Redis.from_url(redis_base_url)
     prefixes = []
