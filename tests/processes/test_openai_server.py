@@ -143,6 +143,7 @@ def test_the_rollout_command_generates_through_the_server(
 
 
 @pytest.mark.redis
+@pytest.mark.slow  # ~18 s: a trainer.run launch; run by .ci/run after the default suite
 def test_the_main_job_generates_on_the_server_and_hands_it_every_checkpoint(
     server: ServiceProcess, tmp_path: Path, redis_base_url: str
 ) -> None:
