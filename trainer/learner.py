@@ -11,6 +11,10 @@
    log-probs recomputed with the current weights (or the sampler's, `old_logprobs="sampler"`). The
    first mini-batch's old log-probs are its own first forward, the weights not having moved yet;
    only later mini-batches are recomputed up front. The sampler/learner mismatch is logged.
+   Samples an older policy drew (asynchronous training, `policy_version` given) weigh their
+   policy-gradient tokens by truncated importance sampling against the sampler's log-probs
+   (`is_correction`, `is_cap`); on-policy samples keep weight 1, so synchronous training is the
+   reference's arithmetic.
 5. Mini-batches of `mini_batch_size` step-samples (a seeded shuffle per step), one optimizer step
    each, each cut into micro-batches of at most `micro_batch_tokens` padded tokens (sorted by length,
    so little goes to padding). The token-mean is global over the mini-batch: every micro-batch's sums
@@ -49,6 +53,8 @@ WON_REWARD_ENVS = {"alfworld": 10.0, "webshop": 10.0}
 INVALID_PENALTY = {"searchqa": 0.01}
 """Invalid-action penalty per env; 0.1 for the rest (`apply_invalid_action_penalty`)."""
 DEFAULT_INVALID_PENALTY = 0.1
+WEIGHT_SUM, STALE_TOKENS, TRUNCATED_TOKENS = "_is/weight_sum", "_is/stale_tokens", "_is/truncated_tokens"
+"""Raw sums over the off-policy tokens that `Learner.backward` hands `Learner.step` (not metrics)."""
 
 
 class LearnerConfig(BaseModel):
@@ -80,6 +86,13 @@ class LearnerConfig(BaseModel):
     gradient checkpointing): much less memory for about one more forward pass of time."""
     autocast: Literal["none", "bfloat16"] = "none"
     """Run the learner's forward passes under bfloat16 autocast (weights and optimizer stay float32)."""
+    is_correction: Literal["truncate", "none"] = "truncate"
+    """For samples an older policy drew (asynchronous training): `truncate` weighs each of their
+    policy-gradient tokens by `min(pi_old / mu, is_cap)`, `pi_old` the recomputed old log-prob and
+    `mu` the sampler's (token-level truncated IS); `none` trains them as if on-policy. With
+    `old_logprobs="sampler"` the PPO ratio is already taken against mu and no weight applies."""
+    is_cap: float = Field(default=2.0, gt=0)
+    """The importance weights' cap (verl's and ms-swift's default threshold, 2.0)."""
     seed: int = 0
 
 
@@ -97,6 +110,11 @@ class Sample:
     temperature: float = 1.0
     """The sampling temperature: the learner's log-probs are `log_softmax(logits / temperature)`, the
     quantity the sampler reported (verl divides the logits the same way); 0 (greedy) counts as 1."""
+    policy_version: int = 0
+    """The policy version that sampled it (its first token's)."""
+    processed_logprobs: bool = True
+    """Whether `sampler_logprobs` are after temperature, comparable with the learner's (always at
+    temperature 1; not for vLLM's default `raw_logprobs` at another temperature)."""
 
     @property
     def length(self) -> int:
@@ -151,6 +169,9 @@ def shape(groups: Sequence[GroupRecord], invalid_penalty: float | None = None) -
                         query=Query(s.prompt_token_ids, s.response_token_ids, group.env, group.task, labels),
                         valid=s.valid,
                         temperature=group.sampling.temperature or 1.0,
+                        policy_version=s.policy_version,
+                        processed_logprobs=group.logprobs_mode == "processed_logprobs"
+                        or group.sampling.temperature in (0.0, 1.0),
                     )
                 )
     return batch
@@ -274,6 +295,9 @@ class Prepared:
     minis: list[list[int]]
     step: int
     timing: dict[str, float]
+    behind: list[int] = field(default_factory=list)
+    """By sample index: how many policy versions older than the learner's its sampler was (0 when
+    the step was given no `policy_version`)."""
 
 
 class Learner:
@@ -345,13 +369,21 @@ class Learner:
     def autocast(self) -> bool:
         return self.config.autocast == "bfloat16"
 
-    def prepare(self, groups: Sequence[GroupRecord], step: int) -> Prepared:
+    def prepare(self, groups: Sequence[GroupRecord], step: int, policy_version: int | None = None) -> Prepared:
         """Steps 1-4: samples, advantages, and the signals computed before any update."""
         cfg, algorithm = self.config, self.algorithm
         device = next(self.model.parameters()).device
         timing: dict[str, float] = {}
         batch = shape(groups, cfg.invalid_penalty)
         samples = batch.samples
+        behind = [0 if policy_version is None else policy_version - s.policy_version for s in samples]
+        if newer := [b for b in behind if b < 0]:
+            raise ValueError(f"{len(newer)} sample(s) come from a policy newer than the learner's {policy_version}")
+        if self.corrects and (raw := sum(b > 0 and not s.processed_logprobs for s, b in zip(samples, behind))):
+            raise ValueError(
+                f"{raw} off-policy sample(s) have raw (pre-temperature) sampler log-probs: truncated IS needs "
+                "processed ones (vLLM --logprobs-mode processed_logprobs), or is_correction none"
+            )
         scores = torch.tensor([s.score for s in samples], dtype=torch.float32)
         advantages = losses.group_advantages(scores, [s.group for s in samples]).to(device)
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -383,7 +415,26 @@ class Learner:
             old = self._logprobs(self.model, samples, [i for mini in minis[1:] for i in self.portion(mini)])
             timing["timing_s/old_log_prob"] = time.perf_counter() - t
         learner_old = {} if cfg.old_logprobs == "sampler" else dict(old)
-        return Prepared(batch, scores, advantages, ref, teacher, old, learner_old, minis, step, timing)
+        return Prepared(batch, scores, advantages, ref, teacher, old, learner_old, minis, step, timing, behind)
+
+    @property
+    def corrects(self) -> bool:
+        """Whether off-policy samples get importance weights."""
+        return self.config.is_correction == "truncate" and self.config.old_logprobs == "recompute"
+
+    def is_weights(self, p: Prepared, micro: Sequence[int], like: torch.Tensor) -> torch.Tensor | None:
+        """The micro-batch's truncated importance weights `[B, T]` (1 for on-policy rows and padding),
+        or None when every row is on-policy or no correction applies."""
+        if not self.corrects or not any(p.behind[i] for i in micro):
+            return None
+        samples = p.batch.samples
+        weights = torch.ones_like(like, dtype=torch.float32)
+        for row, i in enumerate(micro):
+            if p.behind[i]:
+                n = len(samples[i].response)
+                sampled = torch.tensor(samples[i].sampler_logprobs, device=like.device)
+                weights[row, :n] = losses.truncated_is_weights(p.old[i].float(), sampled, cap=self.config.is_cap)
+        return weights
 
     def backward(self, p: Prepared, mini: Sequence[int]) -> dict[str, float]:
         """Step 5 for one mini-batch: its gradients, accumulated over micro-batches, and its statistics
@@ -418,7 +469,16 @@ class Learner:
                 ref_logprobs=padded([p.ref[i] for i in micro], device) if p.ref else None,
                 teacher_logprobs=padded([p.teacher[i] for i in micro], device) if p.teacher else None,
                 step=p.step,
+                is_weights=self.is_weights(p, micro, mask),
             )
+            if signals.is_weights is not None:  # raw sums over the off-policy tokens, for `step`'s means
+                stale = mask * torch.tensor([float(p.behind[i] > 0) for i in micro], device=device)[:, None]
+                for key, value in (
+                    (WEIGHT_SUM, signals.is_weights * stale),
+                    (STALE_TOKENS, stale),
+                    (TRUNCATED_TOKENS, (signals.is_weights >= cfg.is_cap).float() * stale),
+                ):
+                    sums[key] = sums.get(key, 0.0) + float(value.sum())
             if cfg.aggregation == "global":
                 loss, stats = self.algorithm.loss(signals, float(tokens))
             else:  # the reference: each micro-batch's own token-mean, scaled by its share of samples
@@ -451,10 +511,11 @@ class Learner:
             g.copy_(flat[start : start + g.numel()].view_as(g))
             start += g.numel()
 
-    def step(self, groups: Sequence[GroupRecord], step: int) -> dict[str, float]:
-        """Train on `groups`: one optimizer step per mini-batch. Returns the step's metrics."""
+    def step(self, groups: Sequence[GroupRecord], step: int, policy_version: int | None = None) -> dict[str, float]:
+        """Train on `groups`: one optimizer step per mini-batch. Returns the step's metrics. Given the
+        learner's `policy_version`, samples of older versions are off-policy (`is_correction`)."""
         clock = time.perf_counter()
-        p = self.prepare(groups, step)
+        p = self.prepare(groups, step, policy_version)
         batch, samples = p.batch, p.batch.samples
         metrics: dict[str, float] = {
             "training/groups": float(len(groups)),
@@ -471,11 +532,14 @@ class Learner:
         grad_norms = []
         total_tokens = sum(len(s.response) for s in samples)
         padded_tokens = 0.0
+        off_policy = dict.fromkeys((WEIGHT_SUM, STALE_TOKENS, TRUNCATED_TOKENS), 0.0)
         for mini in p.minis:
             share = sum(len(samples[i].response) for i in mini) / total_tokens  # a step's stats: its token-mean
             stats = self.backward(p, mini)
             self._sum_gradients()
             padded_tokens += stats.pop("training/padded_tokens")
+            for key in off_policy:
+                off_policy[key] += stats.pop(key, 0.0)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * share
             grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)))
@@ -516,6 +580,14 @@ class Learner:
             "training/tokens": float(response_lengths.sum()),
             "training/padding_share": 1.0 - sum(s.length for s in samples) / max(padded_tokens, 1.0),
         }
+        if policy_version is not None:
+            behind = torch.tensor(p.behind, dtype=torch.float32)
+            metrics["off_policy/stale_sample_ratio"] = float((behind > 0).float().mean())
+            metrics["off_policy/staleness_mean"] = float(behind.mean())
+            metrics["off_policy/staleness_max"] = float(behind.max())
+        if off_policy[STALE_TOKENS] > 0:
+            metrics["off_policy/is_weight_mean"] = off_policy[WEIGHT_SUM] / off_policy[STALE_TOKENS]
+            metrics["off_policy/is_truncated_ratio"] = off_policy[TRUNCATED_TOKENS] / off_policy[STALE_TOKENS]
         if mismatch[2] > 0:  # known only where the learner recomputed the old log-probs
             metrics["training/rollout_probs_diff_mean"] = float(mismatch[0] / mismatch[2])
             metrics["training/rollout_mismatch_kl"] = float(mismatch[1] / mismatch[2])

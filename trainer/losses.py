@@ -60,11 +60,14 @@ def policy_loss(
     clip_high: float = 0.2,
     dual_clip: float = 3.0,
     denominator: float | None = None,
+    weights_B_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO clipped objective, with the dual clip (`dual_clip * advantage` as a floor of the loss) on
     negative advantages. `advantages_B` is one advantage a sample, or `[B, T]`, one a token (RLSD).
-    Stats: `clipfrac` (tokens where the clipped term won), `clipfrac_lower` (where the dual clip did),
-    `ppo_kl` (the mean of `old - new` log-probs)."""
+    `weights_B_T`, when given, multiplies each token's loss and carries no gradient: the importance
+    weights of an off-policy correction (`truncated_is_weights`), applied after the clip as verl's
+    rollout correction does. Stats: `clipfrac` (tokens where the clipped term won), `clipfrac_lower`
+    (where the dual clip did), `ppo_kl` (the mean of `old - new` log-probs)."""
     if dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be above 1, not {dual_clip}")
     advantages_B_T = advantages_B[:, None].expand_as(logprobs_B_T) if advantages_B.dim() == 1 else advantages_B
@@ -75,6 +78,8 @@ def policy_loss(
     ppo = torch.maximum(unclipped, clipped)
     floor = -advantages_B_T * dual_clip
     losses = torch.where(advantages_B_T < 0, torch.minimum(floor, ppo), ppo)
+    if weights_B_T is not None:
+        losses = losses * weights_B_T.detach()
     with torch.no_grad():
         stats = {
             "clipfrac": token_mean(torch.gt(clipped, unclipped).float(), mask_B_T, denominator),
@@ -82,6 +87,20 @@ def policy_loss(
             "ppo_kl": token_mean(-log_ratio, mask_B_T, denominator),
         }
     return token_mean(losses, mask_B_T, denominator), stats
+
+
+def truncated_is_weights(
+    old_logprobs_B_T: torch.Tensor, sampler_logprobs_B_T: torch.Tensor, *, cap: float
+) -> torch.Tensor:
+    """Token-level truncated importance sampling: `min(exp(old - sampler), cap)`, no gradient. It
+    weighs a token drawn by the sampler's policy mu (an older one, in asynchronous training) towards
+    the policy the PPO ratio is taken against; the cap bounds the variance (verl's
+    `rollout_is_threshold` and ms-swift's `rollout_importance_sampling_threshold`, both 2.0 by
+    default; TRL's `vllm_importance_sampling_cap`). Padding positions are the caller's to mask."""
+    if cap <= 0:
+        raise ValueError(f"the importance-weight cap must be positive, not {cap}")
+    with torch.no_grad():
+        return torch.clamp(torch.exp(old_logprobs_B_T - sampler_logprobs_B_T), max=cap)
 
 
 def kl_loss(

@@ -275,3 +275,63 @@ def test_gradient_checkpointing_changes_memory_not_the_update(tiny: Any) -> None
 
     for a, b in zip(grads(True), grads(False), strict=True):
         assert float((a - b).norm() / b.norm()) < 1e-5
+
+
+def test_off_policy_samples_weigh_their_policy_gradient_by_truncated_importance_sampling(tiny: Any) -> None:
+    """Samples a policy `k` versions older drew: each policy-gradient token is weighed by
+    `min(pi_old / mu, cap)`. With the sampler's log-probs set to the learner's own minus `log c`, every
+    weight is `c` (or the cap), so the policy-gradient part of the gradient scales by exactly that."""
+    groups = varied_groups()
+    samples = shape(groups).samples
+    with torch.no_grad():
+        own = [response_logprobs(tiny.model, [s], with_entropy=False)[0][0] for s in samples]
+    algorithm = make({"type": "grpo", "kl_coef": 0.0, "entropy_coef": 0.0})  # the gradient is the PG term's alone
+
+    def grads(c: float, *, stale: bool, cap: float = 2.0, correction: str = "truncate") -> list[torch.Tensor]:
+        held = copy.deepcopy(groups)
+        lps = iter(own)
+        for g in held:
+            for e in g.episodes:
+                for s in e.steps:
+                    s.sampler_logprobs = (next(lps) - torch.log(torch.tensor(c))).tolist()
+                    s.policy_version = 3 if stale else 5
+        model = copy.deepcopy(tiny.model)
+        config = LearnerConfig(is_cap=cap, is_correction=correction)  # type: ignore[arg-type]
+        learner = Learner(model, algorithm, config)
+        p = learner.prepare(held, 0, policy_version=5)
+        learner.backward(p, p.minis[0])
+        return [q.grad.clone() for q in model.parameters() if q.grad is not None]
+
+    def scaled(a: list[torch.Tensor], b: list[torch.Tensor], factor: float) -> bool:
+        return all(torch.allclose(x * factor, y, atol=1e-7, rtol=1e-4) for x, y in zip(a, b, strict=True))
+
+    on_policy = grads(1.5, stale=False)  # the sampler's log-probs play no part on-policy
+    assert scaled(on_policy, grads(1.0, stale=False), 1.0)
+    assert scaled(on_policy, grads(1.5, stale=True), 1.5)  # weight 1.5 on every token
+    assert scaled(on_policy, grads(3.0, stale=True), 2.0)  # 3.0, truncated at the cap
+    assert scaled(on_policy, grads(3.0, stale=True, cap=4.0), 3.0)
+    assert scaled(on_policy, grads(3.0, stale=True, correction="none"), 1.0)
+
+
+def test_a_step_reports_staleness_and_the_importance_weights(tiny: Any) -> None:
+    groups = varied_groups()
+    for version, g in zip((2, 3), groups, strict=True):  # one group a version behind the learner's 3
+        for e in g.episodes:
+            for s in e.steps:
+                s.policy_version = version
+                s.sampler_logprobs = [-30.0] * len(s.response_token_ids)  # far below the learner's: over the cap
+    learner = Learner(copy.deepcopy(tiny.model), make({"type": "grpo", "kl_coef": 0.0}), LearnerConfig(is_cap=1.5))
+    metrics = learner.step(groups, 0, policy_version=3)
+    stale = sum(len(e.steps) for e in groups[0].episodes) / sum(len(e.steps) for g in groups for e in g.episodes)
+    assert metrics["off_policy/stale_sample_ratio"] == pytest.approx(stale)
+    assert metrics["off_policy/staleness_max"] == 1.0
+    assert metrics["off_policy/staleness_mean"] == pytest.approx(stale)
+    assert metrics["off_policy/is_weight_mean"] == 1.5 and metrics["off_policy/is_truncated_ratio"] == 1.0
+    plain = Learner(copy.deepcopy(tiny.model), make({"type": "grpo", "kl_coef": 0.0}), LearnerConfig()).step(groups, 0)
+    assert not any(k.startswith("off_policy/") for k in plain)  # no policy version: nothing is off-policy
+    with pytest.raises(ValueError, match="newer than the learner's 2"):
+        learner.step(groups, 1, policy_version=2)
+    hot = groups[0].sampling.model_copy(update={"temperature": 0.7})
+    raw = [g.model_copy(update={"logprobs_mode": "raw_logprobs", "sampling": hot}) for g in groups]
+    with pytest.raises(ValueError, match="raw .* sampler log-probs"):
+        learner.step(raw, 1, policy_version=3)

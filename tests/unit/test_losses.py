@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from trainer.losses import entropy, group_advantages, kl_loss, policy_loss, rlsd_advantages, sdar_loss, token_mean
+from trainer.losses import (
+    entropy,
+    group_advantages,
+    kl_loss,
+    policy_loss,
+    rlsd_advantages,
+    sdar_loss,
+    token_mean,
+    truncated_is_weights,
+)
 
 
 def sigmoid(x: float) -> float:
@@ -55,6 +64,24 @@ def test_a_given_denominator_replaces_the_token_count() -> None:
     assert loss.item() == pytest.approx(0.9 / 6) and stats["clipfrac"].item() == pytest.approx(1 / 6)
     with pytest.raises(ValueError, match="dual_clip"):
         policy_loss(logprobs, old, advantages, mask, dual_clip=1.0)
+
+
+def test_truncated_importance_weights_scale_each_tokens_clipped_loss() -> None:
+    old = torch.tensor([[math.log(0.5), math.log(0.2)], [math.log(0.9), 0.0]])
+    sampler = torch.tensor([[math.log(0.25), math.log(0.4)], [math.log(0.1), 0.0]])
+    weights = truncated_is_weights(old, sampler, cap=2.0)
+    assert weights.flatten().tolist() == pytest.approx([2.0, 0.5, 2.0, 1.0])  # 0.5 / 0.25 = 2; 0.9 / 0.1 = 9, capped
+    assert truncated_is_weights(old, sampler, cap=10.0)[1, 0].item() == pytest.approx(9.0)
+    with pytest.raises(ValueError, match="positive"):
+        truncated_is_weights(old, sampler, cap=0.0)
+    logprobs, old, advantages, mask = policy_case()
+    loss, stats = policy_loss(logprobs, old, advantages, mask, weights_B_T=weights)
+    # the per-token losses of the unweighted case (-1.2, -0.9, 3.0) times 2.0, 0.5, 2.0
+    assert loss.item() == pytest.approx((-1.2 * 2.0 - 0.9 * 0.5 + 3.0 * 2.0) / 3)
+    assert stats["clipfrac"].item() == pytest.approx(1 / 3)  # the weights change the loss, not what clipped
+    loss.backward()
+    assert logprobs.grad is not None
+    assert logprobs.grad.flatten().tolist() == pytest.approx([0.0, -0.3 * 0.5, 0.0, 0.0])
 
 
 def test_micro_batches_with_the_mini_batch_denominator_add_up_to_its_token_mean() -> None:

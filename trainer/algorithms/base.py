@@ -34,6 +34,9 @@ class Signals:
     """The teacher's log-probs under the privileged prompt (when `needs_teacher`)."""
     step: int = 0
     """The training step (for schedules)."""
+    is_weights: torch.Tensor | None = None
+    """Importance weights of the policy-gradient term's tokens (`losses.truncated_is_weights`), for
+    samples an older policy drew (asynchronous training); None: all on-policy, weight 1."""
 
 
 class Algorithm(BaseModel):
@@ -71,6 +74,7 @@ class Algorithm(BaseModel):
             clip_high=self.clip_high,
             dual_clip=self.dual_clip,
             denominator=denominator,
+            weights_B_T=s.is_weights,
         )
         entropy = losses.token_mean(s.entropy, s.mask, denominator)
         total = self.pg_coef * pg - self.entropy_coef * entropy
