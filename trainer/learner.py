@@ -379,7 +379,9 @@ class Learner:
         behind = [0 if policy_version is None else policy_version - s.policy_version for s in samples]
         if newer := [b for b in behind if b < 0]:
             raise ValueError(f"{len(newer)} sample(s) come from a policy newer than the learner's {policy_version}")
-        if self.corrects and (raw := sum(b > 0 and not s.processed_logprobs for s, b in zip(samples, behind))):
+        if self.corrects and (
+            raw := sum(b > 0 and not s.processed_logprobs for s, b in zip(samples, behind, strict=True))
+        ):
             raise ValueError(
                 f"{raw} off-policy sample(s) have raw (pre-temperature) sampler log-probs: truncated IS needs "
                 "processed ones (vLLM --logprobs-mode processed_logprobs), or is_correction none"

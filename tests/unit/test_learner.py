@@ -333,5 +333,5 @@ def test_a_step_reports_staleness_and_the_importance_weights(tiny: Any) -> None:
         learner.step(groups, 1, policy_version=2)
     hot = groups[0].sampling.model_copy(update={"temperature": 0.7})
     raw = [g.model_copy(update={"logprobs_mode": "raw_logprobs", "sampling": hot}) for g in groups]
-    with pytest.raises(ValueError, match="raw .* sampler log-probs"):
+    with pytest.raises(ValueError, match=r"raw .* sampler log-probs"):
         learner.step(raw, 1, policy_version=3)
