@@ -28,6 +28,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -225,7 +226,7 @@ class Engine:
         if layout is None:
             raise EngineError(f"no row or KV budget for a sequence of {sequence.span} positions now (check fits)")
         prefill = DynamicCache(config=self.model.config)
-        source, shared = self._shared_prefix(sequence.prompt)
+        source, shared = self._shared_prefix(sequence)
         if shared:  # start from a running row's keys and values for the prefix they have in common
             for layer in range(self.cache.layers):
                 keys = self.cache.keys[layer][source : source + 1, :, :shared]
@@ -243,11 +244,16 @@ class Engine:
         self.running.append(sequence)
         return True
 
-    def _shared_prefix(self, prompt: list[int]) -> tuple[int, int]:
-        """The running row whose cached tokens share the longest prefix with `prompt`, and its length
-        (0 when under `min_shared_prefix`; never the whole prompt, whose last token must run for its logits)."""
+    def _shared_prefix(self, sequence: Sequence) -> tuple[int, int]:
+        """The running row whose cached tokens share the longest prefix with the sequence's prompt, and
+        its length (0 when under `min_shared_prefix`; never the whole prompt, whose last token must run
+        for its logits). Only a row admitted under the same policy version qualifies: after a weight
+        update, an older row's keys and values are the old weights'."""
+        prompt = sequence.prompt
         best, source = 0, -1
         for row, other in enumerate(self.running):
+            if other.policy_version != sequence.policy_version:
+                continue
             cached = (other.prompt + other.tokens)[: other.length - 1]  # the last token is not in the cache yet
             length = common_prefix(prompt, cached)
             if length > best:
@@ -356,7 +362,11 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 class HFGenerator:
     """Continuous batching over an in-process Hugging Face causal LM: one thread drives the engine,
-    `generate` is awaited from any event loop. A cancelled request leaves the batch at the next step."""
+    `generate` is awaited from any event loop. A cancelled request leaves the batch at the next step.
+
+    Its model may be the learner's own object (synchronous training: nothing runs while the learner
+    trains) or a copy of its own (asynchronous training), into which `load_weights` copies each new
+    policy between two decode steps."""
 
     logprobs_mode: LogprobsMode = "processed_logprobs"
     backend = "hf"
@@ -387,6 +397,8 @@ class HFGenerator:
             seed=seed,
         )
         self._inbox: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        self._jobs = queue.SimpleQueue()
         self._waiting: collections.deque[Sequence] = collections.deque()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hf-generator", daemon=True)
@@ -410,10 +422,49 @@ class HFGenerator:
             sequence.cancelled = True
             raise
 
+    async def load_weights(self, model: Any, version: int) -> None:
+        """Copy `model`'s weights (the learner's, of the same architecture) into this generator's model
+        between two decode steps, as policy `version`: sequences admitted from then on carry it. The
+        running ones go on with the new weights (their first token's version stays theirs, the oldest,
+        as vLLM's `pause(mode="keep")` does)."""
+        if self._closed.is_set():
+            raise GenerationError("the generator is closed")
+        if model is self.engine.model:
+            raise ValueError("load_weights copies from another model object; this generator shares the learner's")
+
+        def copy() -> None:
+            with torch.no_grad():
+                self.engine.model.load_state_dict(model.state_dict())
+            self.policy_version = version
+
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._jobs.put((copy, loop, done))
+        self._inbox.put(None)  # wakes an idle loop
+        await done
+
+    def _run_jobs(self) -> None:
+        """Weight copies asked for, run here between two steps, each answered on its caller's loop."""
+        while True:
+            try:
+                job, loop, done = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                job()
+            except Exception as e:
+                log.exception("weight copy failed")
+                outcome: BaseException | None = GenerationError(f"weight copy failed: {e}")
+            else:
+                outcome = None
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                loop.call_soon_threadsafe(_settle, done, outcome)
+
     def _loop(self) -> None:
         engine = self.engine
         while not self._closed.is_set():
             self._take(block=not self._waiting and not engine.running)
+            self._run_jobs()
             self._drop_cancelled()
             while self._waiting and engine.fits(self._waiting[0]):
                 sequence = self._waiting.popleft()
@@ -469,6 +520,10 @@ class HFGenerator:
         self.engine.running = []
         for sequence in left:
             _answer(sequence, GenerationError("the generator was closed"))
+        while not self._jobs.empty():
+            _, loop, done = self._jobs.get_nowait()
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done, GenerationError("the generator was closed"))
 
 
 def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
@@ -481,7 +536,8 @@ def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
         loop.call_soon_threadsafe(_settle, future, outcome)
 
 
-def _settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """The future's result, or its exception when `outcome` is one."""
     if future.done():
         return
     if isinstance(outcome, BaseException):

@@ -88,9 +88,12 @@ class OpenAIGenerator:
     through `POST /v1/policy` (the project's server's route, and the teacher's); `"lora"` through
     vLLM's runtime adapter loading (`POST /v1/load_lora_adapter`, the server started with
     `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=1`), the adapter named `policy-v<N>`,
-    requests then naming it as their model, the previous one unloaded. From then on a reply from an
-    older policy than the published one (its `policy_version`, or the version in its adapter name)
-    is refused (`StalePolicy`): no silent off-policy samples."""
+    requests then naming it as their model, the oldest of the `keep_adapters` loaded unloaded (keep
+    more than one in asynchronous training, where requests on the previous adapter are still in
+    flight; vLLM's `--max-loras` must hold them). A request sent after a publish and answered by an
+    older policy than the published one (its `policy_version`, or the version in its adapter name) is
+    refused (`StalePolicy`): no silent off-policy samples. A request sent before it may be answered by
+    the policy it was sent to."""
 
     def __init__(
         self,
@@ -105,9 +108,12 @@ class OpenAIGenerator:
         logprobs_mode: LogprobsMode = "processed_logprobs",
         transport: Any = None,
         weight_sync: Literal["policy", "lora"] = "policy",
+        keep_adapters: int = 1,
     ) -> None:
         import httpx
 
+        if keep_adapters < 1:
+            raise ValueError(f"keep_adapters must be at least 1, not {keep_adapters}")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         base_url = base_url.rstrip("/").removesuffix("/v1")  # the usual OpenAI base URL names /v1 too
         self._client = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s, transport=transport)
@@ -120,6 +126,8 @@ class OpenAIGenerator:
         self.backend = f"openai {base_url}"
         self.policy_version = 0
         self.weight_sync = weight_sync
+        self.keep_adapters = keep_adapters
+        self._adapters: list[str] = []  # loaded by this client, oldest first
 
     async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
         body = {
@@ -164,10 +172,10 @@ class OpenAIGenerator:
         if not isinstance(stated_version, int) and isinstance(reply.get("model"), str):
             stated_version = named_version(reply["model"])  # vLLM names the adapter that sampled
         if isinstance(stated_version, int):
-            if stated_version < self.policy_version:
+            if stated_version < version:
                 raise StalePolicy(
                     f"the completions server sampled with policy version {stated_version}, older than the "
-                    f"published {self.policy_version}: refused"
+                    f"published {version}: refused"
                 )
             version = stated_version
         return Completion(ids, values, reason, version)
@@ -206,12 +214,15 @@ class OpenAIGenerator:
         held = response.status_code in (400, 409) and "already" in response.text  # a resumed run's, still there
         if response.status_code != 200 and not held:
             raise GenerationError(f"the completions server refused adapter {name}: {response.text[:300]}")
-        previous, self.model, self.policy_version = self.model, name, version
-        if named_version(previous) is not None and previous != name:  # free its slot; a failure costs a slot
+        self.model, self.policy_version = name, version
+        if name not in self._adapters:
+            self._adapters.append(name)
+        while len(self._adapters) > self.keep_adapters:  # free the oldest slot; a failure costs a slot
+            oldest = self._adapters.pop(0)
             try:
-                await self._client.post("/v1/unload_lora_adapter", json={"lora_name": previous})
+                await self._client.post("/v1/unload_lora_adapter", json={"lora_name": oldest})
             except self._errors as e:
-                log.warning("could not unload adapter %s: %s", previous, e)
+                log.warning("could not unload adapter %s: %s", oldest, e)
 
     async def aclose(self) -> None:
         await self._client.aclose()

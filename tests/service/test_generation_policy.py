@@ -165,6 +165,37 @@ def test_a_vllm_reply_from_an_older_adapter_is_refused() -> None:
     assert generator._completion({**reply, "model": "policy-v2"}, 2).policy_version == 2
 
 
+async def test_a_request_sent_before_a_publish_may_be_answered_by_the_old_policy() -> None:
+    """Asynchronous training publishes while requests are in flight: one sent under version 4 and
+    answered by 4 after version 5 was published is that policy's sample; one sent under 5 is not."""
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        generator.policy_version = 5  # the publish lands while this request is served
+        return httpx.Response(
+            200,
+            json={"policy_version": 4, "choices": [{"logprobs": {"tokens": ["token_id:7"], "token_logprobs": [-1.0]}}]},
+        )
+
+    generator = OpenAIGenerator("http://gen", "tiny", transport=httpx.MockTransport(reply))
+    generator.policy_version = 4
+    assert (await generator.generate(PROMPT)).policy_version == 4
+    with pytest.raises(StalePolicy, match="policy version 4, older than the published 5"):
+        await generator.generate(PROMPT)
+    await generator.aclose()
+    with pytest.raises(ValueError, match="keep_adapters"):
+        OpenAIGenerator("http://gen", "tiny", keep_adapters=0)
+
+
+async def test_an_asynchronous_lora_run_keeps_the_adapters_still_in_flight(tmp_path: Path) -> None:
+    async with served() as (client, generator):
+        generator.weight_sync, generator.keep_adapters = "lora", 2
+        for version in (1, 2, 3):
+            lora_checkpoint(tmp_path / f"step-{version}")
+            await generator.publish(str(tmp_path / f"step-{version}"), version)
+        assert (await client.post("/v1/unload_lora_adapter", json={"lora_name": "policy-v1"})).status_code == 404
+        assert (await client.post("/v1/unload_lora_adapter", json={"lora_name": "policy-v2"})).status_code == 200
+
+
 async def test_a_run_brings_the_server_to_its_policy_and_refuses_another_runs(tmp_path: Path) -> None:
     from trainer.run import Run, RunError
 

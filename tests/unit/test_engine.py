@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 
 import pytest
 import torch
 
-from shared.models import LoadedModel, load_model
+from shared.models import LoadedModel, load_model, tiny_model
 from trainer.engine import Engine, EngineError, HFGenerator, Sequence, cumulative, inverse_cdf, stop_token_ids
 from trainer.generation import GenerationError, Sampling
 
@@ -294,6 +295,33 @@ async def test_the_generator_serves_more_requests_than_rows(tiny: LoadedModel) -
         tokens, logprobs = greedy(tiny, prompt, 5)
         assert completion.token_ids == tokens and completion.logprobs == pytest.approx(logprobs, abs=1e-4)
         assert completion.finish_reason == "length"
+
+
+async def test_new_weights_load_between_steps_and_tag_what_follows(tiny: LoadedModel) -> None:
+    """Asynchronous training: the generator samples on a copy of the learner's model, and each new
+    policy is copied in while a long request is mid-decode; a request admitted after it samples the
+    new weights, carries the new version, and shares no cache with a row of the old weights."""
+    learner = tiny_model(tiny.tokenizer, seed=1)
+    generator = HFGenerator(copy.deepcopy(tiny.model), tiny.tokenizer, Sampling(temperature=0, max_new_tokens=6))
+    try:
+        head = prompts(60)[0]
+        running = asyncio.ensure_future(generator.generate(head, 1500))  # still decoding through the swap
+        await asyncio.sleep(0.2)
+        reused = generator.engine.reused
+        await generator.load_weights(learner, 7)
+        assert not running.done()
+        after = await generator.generate(head + [11, 12])  # shares 60 tokens with the running row
+        assert after.policy_version == 7 and generator.engine.reused == reused  # the old row's cache is not reused
+        new = LoadedModel(learner, tiny.tokenizer, "tiny", "tiny")
+        tokens, logprobs = greedy(new, head + [11, 12], 6)
+        assert after.token_ids == tokens and after.logprobs == pytest.approx(logprobs, abs=1e-4)
+        assert (await running).policy_version == 0  # its first token's version: the oldest
+        with pytest.raises(ValueError, match="another model object"):
+            await generator.load_weights(generator.engine.model, 8)
+    finally:
+        await generator.aclose()
+    with pytest.raises(GenerationError, match="closed"):
+        await generator.load_weights(learner, 8)
 
 
 async def test_a_cancelled_request_leaves_the_batch(tiny: LoadedModel) -> None:
