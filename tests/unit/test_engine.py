@@ -310,10 +310,10 @@ async def test_new_weights_load_between_steps_and_tag_what_follows(tiny: LoadedM
         reused = generator.engine.reused
         await generator.load_weights(learner, 7)
         assert not running.done()
-        after = await generator.generate(head + [11, 12])  # shares 60 tokens with the running row
+        after = await generator.generate([*head, 11, 12])  # shares 60 tokens with the running row
         assert after.policy_version == 7 and generator.engine.reused == reused  # the old row's cache is not reused
         new = LoadedModel(learner, tiny.tokenizer, "tiny", "tiny")
-        tokens, logprobs = greedy(new, head + [11, 12], 6)
+        tokens, logprobs = greedy(new, [*head, 11, 12], 6)
         assert after.token_ids == tokens and after.logprobs == pytest.approx(logprobs, abs=1e-4)
         assert (await running).policy_version == 0  # its first token's version: the oldest
         with pytest.raises(ValueError, match="another model object"):
