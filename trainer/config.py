@@ -72,6 +72,12 @@ class RunConfig(BaseModel):
     """Episodes in flight at once (1 makes the rollouts of a seed reproducible)."""
     seed: int = 0
     """Task draws, sampling, and (unless `learner.seed` is set) the learner's shuffles."""
+    max_staleness: int = Field(default=0, ge=0)
+    """0: synchronous on-policy training, as the reference (a step's rollout starts after the last
+    update). N >= 1: rollout goes on while the learner trains, at most N policy versions ahead; a
+    group older than that is dropped (and counted), and off-policy samples are corrected by truncated
+    importance sampling (`learner.is_correction`, `learner.is_cap`). In process, generation then runs
+    on a copy of the weights."""
     keep_checkpoints: int = Field(default=2, ge=1)
     redis_prefix: str = ""
     """Default: `sdar:run:<run name>-<random>:`, so runs never share a stream."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -75,6 +76,7 @@ FLAGS = {
     "concurrency": "concurrency",
     "seed": "seed",
     "lora_rank": "lora.rank",
+    "max_staleness": "max_staleness",
 }
 """Each config flag and the `RunConfig` field it sets (`--set` reaches every field)."""
 
@@ -131,6 +133,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--lora-rank", type=int, help="train a LoRA adapter of this rank (default: all the weights)")
     p.add_argument("--concurrency", type=int, help="episodes in flight (default 64)")
+    p.add_argument(
+        "--max-staleness",
+        type=int,
+        help="0: synchronous on-policy (default, the reference); N: rollout goes on while the learner trains, "
+        "at most N policy versions ahead (off-policy samples get truncated importance weights)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go (default runs/)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last checkpoint")
@@ -290,8 +298,8 @@ class Run:
         """A process other than the first: train its share of each step's groups until the run ends
         (the first process rolls out, checkpoints, evaluates and publishes)."""
         while (message := self.share(None)) is not None:
-            groups, step = message
-            learner.step(groups, step)
+            groups, step, version = message
+            learner.step(groups, step, version)
 
     def log(self, record: dict[str, Any]) -> None:
         """A line of `metrics.jsonl`, and the same to TensorBoard (and the loggers asked for); an
@@ -312,6 +320,7 @@ class Run:
         from trainer.engine import HFGenerator
         from trainer.generation import OpenAIGenerator, Sampling
         from trainer.learner import Learner
+        from trainer.pipeline import Ahead
         from trainer.report import Report
         from trainer.rollout import Roller, RolloutConfig
         from trainer.teacher import HTTPTeacher, LocalTeacher, Teacher
@@ -361,12 +370,21 @@ class Run:
         if args.weight_sync == "lora" and config.lora is None:
             raise RunError("--weight-sync lora needs a LoRA run (--lora-rank); this one trains all the weights")
         if args.openai_url:
-            generator = OpenAIGenerator(args.openai_url, config.model, sampling, weight_sync=args.weight_sync)
+            generator = OpenAIGenerator(
+                args.openai_url,
+                config.model,
+                sampling,
+                weight_sync=args.weight_sync,
+                keep_adapters=config.max_staleness + 1,  # the adapters requests in flight may still name
+            )
             await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
-        else:
-            generator = HFGenerator(model, tokenizer, sampling, seed=config.seed + progress.step)
+        else:  # the learner's own model object, or (rolling out while it trains) a copy of its own
+            sampler = model if not config.max_staleness else copy.deepcopy(model).requires_grad_(False)
+            generator = HFGenerator(sampler, tokenizer, sampling, seed=config.seed + progress.step)
         generator.policy_version = progress.policy_version
-        buffer = RedisBuffer(redis_url, prefix=progress.redis_prefix, consumer=progress.consumer, max_staleness=0)
+        buffer = RedisBuffer(
+            redis_url, prefix=progress.redis_prefix, consumer=progress.consumer, max_staleness=config.max_staleness
+        )
         rollout_config = RolloutConfig(
             env=config.env,
             group_size=config.group_size,
@@ -377,46 +395,64 @@ class Run:
         )
         last: dict[str, Any] = {}
         evaluation: dict[str, Any] = {}
+        ahead: Ahead | None = None
         try:
             async with AsyncEnvClient(env_url, retries=6) as client:
                 total = (await client.tasks(config.env, config.split, 0, 1)).total
                 roller = Roller(client, generator, tokenizer, agent(config), buffer, rollout_config)
+                # what this run held when it was killed: acknowledged now if the last checkpoint trained it
+                held = await buffer.get(config.groups, policy_version=progress.policy_version)
+                done = set(progress.extra.get("trained", []))
+                if stale := [d.id for d in held if d.id in done]:
+                    await buffer.ack(stale)
+                    held = [d for d in held if d.id not in done]
+                # the rounds already on the buffer (a killed asynchronous run made some ahead)
+                made = (await buffer.stats()).length
+                first = progress.step + made // config.groups
+                rollout_s: dict[int, float] = {}
+
+                async def produce(k: int) -> None:
+                    """Round k: step k's tasks played into the buffer (the first round only what is missing)."""
+                    t = time.perf_counter()
+                    tasks = task_ids(config, total, k)
+                    if k == first and k == progress.step:  # groups finish out of order: count what is held
+                        tasks = list((Counter(tasks) - Counter(d.group.task_id for d in held)).elements())
+                    elif k == first:  # a round a killed run left half-made: the rest of its count
+                        tasks = tasks[made % config.groups :]
+                    if isinstance(generator, HFGenerator):  # a round's draws: its own
+                        generator.engine.rng.manual_seed(config.seed * 1_000_003 + k)
+                    with tqdm(total=len(tasks), desc=f"round {k + 1} rollout", unit="group", leave=False) as rb:
+                        summary = await roller.run(tasks, on_group=lambda _: rb.update())
+                    if summary.episodes and summary.ends["fault"] == summary.episodes:
+                        raise RunError(  # a server on old weights, a sampling mismatch: nothing to learn
+                            f"every episode of round {k + 1} faulted (the warnings above say why)"
+                        )
+                    if summary.unsaved:
+                        raise RuntimeError(f"{summary.unsaved} group(s) could not be written to the buffer")
+                    rollout_s[k] = time.perf_counter() - t
+
+                ahead = Ahead(
+                    produce,
+                    first=first,
+                    end=config.steps,
+                    learned=progress.step,
+                    max_staleness=config.max_staleness,
+                )
+                ahead.start()
                 bar = tqdm(total=config.steps, initial=progress.step, desc="training steps", unit="step")
                 for step in range(progress.step, config.steps):
                     clock = time.perf_counter()
-                    # what this run held when it was killed: acknowledged now if the last checkpoint trained it
-                    deliveries = await buffer.get(config.groups, policy_version=progress.policy_version)
-                    done = set(progress.extra.get("trained", []))
-                    if stale := [d.id for d in deliveries if d.id in done]:
-                        await buffer.ack(stale)
-                        deliveries = [d for d in deliveries if d.id not in done]
-                    missing = config.groups - len(deliveries)
-                    rollout_s = 0.0
-                    if missing:
-                        t = time.perf_counter()
-                        held = Counter(d.group.task_id for d in deliveries)  # groups finish out of order
-                        tasks = list((Counter(task_ids(config, total, step)) - held).elements())
-                        if isinstance(generator, HFGenerator):  # a step's draws: its own
-                            generator.engine.rng.manual_seed(config.seed * 1_000_003 + step)
-                        with tqdm(total=missing, desc=f"step {step + 1} rollout", unit="group", leave=False) as rb:
-                            summary = await roller.run(tasks, on_group=lambda _: rb.update())
-                        if summary.episodes and summary.ends["fault"] == summary.episodes:
-                            raise RunError(  # a server on old weights, a sampling mismatch: nothing to learn
-                                f"every episode of step {step + 1} faulted (the warnings above say why)"
-                            )
-                        if summary.unsaved:
-                            raise RuntimeError(f"{summary.unsaved} group(s) could not be written to the buffer")
-                        rollout_s = time.perf_counter() - t
-                        while len(deliveries) < config.groups:
-                            got = await buffer.get(
-                                config.groups - len(deliveries), policy_version=progress.policy_version, block_ms=1000
-                            )
-                            if not got:
-                                break
-                            deliveries += got
+                    await ahead.ready(step)  # this step's round is on the buffer
+                    waited = time.perf_counter() - clock
+                    deliveries, held = held, []
+                    while len(deliveries) < config.groups:  # the oldest groups: this round's
+                        got = await buffer.get(config.groups - len(deliveries), policy_version=progress.policy_version)
+                        if not got:
+                            break
+                        deliveries += got
                     print(f"step {step + 1}: learning on {len(deliveries)} groups", flush=True)
-                    groups = self.share(([d.group for d in deliveries], step))[0]
-                    metrics = await self._learn(learner, buffer, groups, step)
+                    groups = self.share(([d.group for d in deliveries], step, progress.policy_version))[0]
+                    metrics = await self._learn(learner, buffer, groups, step, progress.policy_version)
                     progress.step = step + 1
                     progress.policy_version += 1
                     progress.samples_seen += int(metrics.get("training/samples", 0))
@@ -439,12 +475,16 @@ class Run:
                     t = time.perf_counter()
                     if isinstance(generator, OpenAIGenerator):  # the server loads the checkpoint just written
                         await generator.publish(str(path.resolve()), progress.policy_version)
-                    else:  # the same model object: nothing to copy
+                    elif generator.engine.model is model:  # the same model object: nothing to copy
                         generator.policy_version = progress.policy_version
+                    else:  # its own copy, which goes on generating: the weights go in between two steps
+                        await generator.load_weights(model, progress.policy_version)
                     if teacher is not None:
                         teacher.publish(path, progress.policy_version)
                     metrics["timing_s/update_weights"] = time.perf_counter() - t
-                    metrics["timing_s/gen"] = rollout_s
+                    metrics["timing_s/gen"] = rollout_s.pop(step, 0.0)
+                    metrics["timing_s/wait_rollout"] = waited
+                    metrics["training/dropped_stale_groups"] = float((await buffer.stats()).dropped_stale)
                     metrics["timing_s/step_total"] = time.perf_counter() - clock
                     last = {"step": progress.step, "policy_version": progress.policy_version, **metrics}
                     last["groups"] = [d.group.group_id for d in deliveries]
@@ -457,12 +497,15 @@ class Run:
                     every = config.eval.every
                     if config.eval.tasks and every and progress.step % every == 0 and progress.step < config.steps:
                         self.log(await self.evaluate(client, model, tokenizer, progress.step))
+                    await ahead.learned(progress.step)  # the next rounds may start
                 bar.close()
                 if config.eval.tasks:
                     evaluation = await self.evaluate(client, model, tokenizer, progress.step)
                     self.log(evaluation)
         finally:
             self.share(None)  # the other processes stop
+            if ahead is not None:
+                await ahead.aclose()
             await generator.aclose()
             await buffer.close()
             if teacher is not None:
@@ -489,7 +532,7 @@ class Run:
             print(f"the completions server is on policy version {served}: loading {last}")
             await generator.publish(str(last.resolve()), version)
 
-    async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int) -> dict[str, float]:
+    async def _learn(self, learner: Any, buffer: Any, groups: list[Any], step: int, version: int) -> dict[str, float]:
         """The learner step in a worker thread, the buffer kept alive meanwhile (no one claims a live
         learner's groups)."""
         loop = asyncio.get_running_loop()
@@ -505,7 +548,7 @@ class Run:
 
         def run() -> None:
             try:
-                result = learner.step(groups, step)
+                result = learner.step(groups, step, version)
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting loop
                 loop.call_soon_threadsafe(settle, None, e)
             else:

@@ -112,3 +112,49 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path: P
             for key in store.scan_iter(f"{prefix}*"):
                 store.delete(key)
         store.close()
+
+
+@pytest.mark.slow  # ~25 s: two trainer.run launches; run by .ci/run after the default suite
+def test_an_asynchronous_run_killed_and_resumed_trains_every_group_once_within_its_staleness(
+    tmp_path: Path, redis_base_url: str
+) -> None:
+    """`--max-staleness 1`: round k + 1 is played while step k trains, so step 2 on trains samples one
+    version old, weighted by truncated IS; a SIGKILL with rounds made ahead loses and repeats nothing."""
+    store = redis.Redis.from_url(redis_base_url)
+    prefix = ""
+    try:
+        args = command("--runs-dir", str(tmp_path), "--redis-url", redis_base_url, "--max-staleness", "1")
+        killed = subprocess.Popen([*args, "--steps", "4"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert killed.stdout is not None
+        for line in killed.stdout:
+            if line.startswith("step 3: learning"):
+                killed.send_signal(signal.SIGKILL)
+                break
+        killed.wait(timeout=60)
+        assert killed.returncode == -signal.SIGKILL
+        run = run_dir(tmp_path)
+        config = json.loads((run / "config.json").read_text())
+        prefix = config["redis_prefix"]
+        assert config["max_staleness"] == 1
+        resumed = subprocess.run(
+            command("--resume", str(run), "--redis-url", redis_base_url, "--steps", "4"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resuming from" in resumed.stdout
+        steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in steps] == [1, 2, 3, 4]
+        trained = [g for r in steps for g in r["groups"]]
+        assert len(trained) == len(set(trained)) == 8  # every group trained once
+        assert all(r["off_policy/staleness_max"] <= 1 for r in steps)
+        assert steps[0]["off_policy/staleness_max"] == 0  # the first round: nothing older exists
+        assert steps[1]["off_policy/stale_sample_ratio"] > 0  # round 2 began under policy 0, trained at 1
+        assert "off_policy/is_weight_mean" in steps[1]
+        assert store.xlen(f"{prefix}groups") == 0 and store.xpending(f"{prefix}groups", "learners")["pending"] == 0
+    finally:
+        if prefix:
+            for key in store.scan_iter(f"{prefix}*"):
+                store.delete(key)
+        store.close()

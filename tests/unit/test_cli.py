@@ -26,6 +26,12 @@ import pytest
         (["--algorithm", "ppo"], "argument --algorithm: invalid choice: 'ppo'"),
         (["--steps", "-1"], "steps: Input should be greater than or equal to 1 (got -1)"),
         (["--group-size", "1"], "group_size: Input should be greater than or equal to 2 (got 1)"),
+        (["--max-staleness", "-1"], "max_staleness: Input should be greater than or equal to 0 (got -1)"),
+        (["--set", "learner.is_cap=0"], "learner.is_cap: Input should be greater than 0 (got 0)"),
+        (
+            ["--set", "learner.is_correction=mask"],
+            "learner.is_correction: Input should be 'truncate' or 'none' (got 'mask')",
+        ),
         (["--preset", "huge"], "unknown preset 'huge'; choose one of alfworld, webshop, searchqa, cpu-demo"),
         (["--set", "learner.lr"], "--set 'learner.lr': expected KEY=VALUE"),
         (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0 (got -1)"),
