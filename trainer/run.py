@@ -16,6 +16,10 @@ to generation (the same model object) and to the teacher. A kill at any point lo
 nothing twice: `--resume RUN_DIR` reloads the last checkpoint, acknowledges the groups it had already
 trained on, and trains the ones it held but had not.
 
+With `--max-staleness N` (N >= 1) the rollout runs ahead (`trainer/pipeline.py`): round k + 1 is
+played while step k trains, on a copy of the weights that gets each new policy between two decode
+steps, and the learner corrects the samples older than itself by truncated importance sampling.
+
 Under `torchrun --nproc-per-node N`, the first process does all of the above and hands each step's
 groups to the others; every process trains its share of each mini-batch (`trainer/learner.py`).
 """
