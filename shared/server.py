@@ -1,17 +1,20 @@
 """HTTP plumbing shared by the project's servers (the env service, the teacher, the completions
-server): the error body, a body-size limit, request metrics, bearer-token auth and the handlers
-that turn framework errors into the contract's error body."""
+server): the error body, a body-size limit, strict JSON, request metrics, bearer-token auth and the
+handlers that turn framework errors into the contract's error body."""
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,8 +27,79 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, a valid pair is one code point
+
+
+def strict_json(body: bytes) -> Any:
+    """A request body as JSON, refusing what `json.loads` lets through and nothing downstream can
+    take: bytes that are not UTF-8, lone surrogates (`"\\ud800"`, which no encoder writes back),
+    `NaN` and infinities (`1e999` too), integers over Python's digit limit, nesting past the
+    recursion limit. Each is a `json.JSONDecodeError`, which FastAPI answers with a 422."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise json.JSONDecodeError("the body is not valid UTF-8", "", e.start) from None
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("the body is nested too deeply", "", 0) from None
+    except ValueError as e:  # an integer of over 4300 digits, a non-finite number
+        raise json.JSONDecodeError(str(e), "", 0) from None
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if LONE_SURROGATE.search(node):
+                raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate (like \\ud800)", "", 0)
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body goes through `strict_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Any]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Any:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+def api_router(token: str | None) -> APIRouter:
+    """The routes of a service behind its bearer token, with strict JSON bodies."""
+    return APIRouter(dependencies=[Depends(bearer_auth(token))], route_class=StrictJsonRoute)
+
+
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before any handler reads them."""
+    """Refuse request bodies over `limit` bytes with 413, before any handler reads them: at once when
+    the declared length is over it, and a body sent in chunks (no length) is read up to the limit
+    first and handed on whole."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -36,31 +110,34 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+        if declared is not None:  # the server holds the body to its declared length
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.limit:
-                raise _BodyTooLarge
-            return message
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            return whole.pop() if whole else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(413, "too_large", f"request body exceeds {self.limit} bytes")
         await response(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class HttpMetrics:
@@ -129,13 +206,13 @@ def bearer_auth(token: str | None) -> Callable[[Request], Coroutine[Any, Any, No
 def install_common(app: FastAPI, metrics: HttpMetrics, max_body_bytes: int) -> None:
     """Body limit, request metrics, and the contract's error body for validation errors, unknown
     routes and failed auth."""
+    app.router.route_class = StrictJsonRoute
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.add_middleware(Observe, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(422, "invalid_request", problems or "invalid request")
+        return error_response(422, "invalid_request", "; ".join(map(problem, exc.errors())) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -147,6 +224,13 @@ def install_common(app: FastAPI, metrics: HttpMetrics, max_body_bytes: int) -> N
         response = error_response(401, "unauthorized", "missing or wrong bearer token")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+
+def problem(error: Any) -> str:
+    """One validation error as `location: message` (and the JSON parser's reason)."""
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    reason = (error.get("ctx") or {}).get("error") if error.get("type") == "json_invalid" else None
+    return f"{where}: {error.get('msg', 'invalid')}" + (f" ({reason})" if reason else "")
 
 
 def map_errors(app: FastAPI, table: dict[type[Exception], tuple[int, str]]) -> None:

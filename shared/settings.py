@@ -27,6 +27,8 @@ class EnvServiceSettings(BaseSettings):
     """Episode store; without it, episodes live in this process only."""
     redis_prefix: str = "sdar:envs:"
     """Key prefix in Redis, so several deployments (or tests) can share one server."""
+    redis_wait_s: float = Field(default=30.0, ge=0)
+    """At start, how long to wait for an unreachable Redis before giving up (exit non-zero)."""
     token: str | None = None
     """Bearer token required on every route but `/health`."""
     episode_ttl_s: float = Field(default=3600.0, gt=0)

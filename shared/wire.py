@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused, and so are coerced types: `true` or `"0"` for an integer, `[true]`
+    for token ids (pydantic's strict mode; an integer still passes for a float)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Response(BaseModel):

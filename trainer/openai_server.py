@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
-from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
+from shared.model_specs import DTYPE_NAMES, BadCheckpoint, ModelNotFound, check_spec, shown
+from shared.server import HttpMetrics, api_router, install_common, map_errors
 from shared.teacher_wire import LoadPolicy
 from trainer.generation import GenerationError, Sampling, named_version
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
+    model_config = ConfigDict(extra="ignore", strict=True)  # OpenAI clients send fields we do not use
 
     model: str | None = None
     prompt: list[int] | str
@@ -66,10 +66,6 @@ class SamplingMismatch(ValueError):
     pass
 
 
-class BadCheckpoint(ValueError):
-    """A checkpoint that cannot become the policy."""
-
-
 class PolicyConflict(ValueError):
     """A version that is not newer than the current one."""
 
@@ -79,7 +75,7 @@ class UnknownAdapter(LookupError):
 
 
 class LoraAdapter(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     lora_name: str = Field(min_length=1, max_length=200)
     lora_path: str | None = Field(default=None, min_length=1, max_length=4096)
@@ -160,28 +156,15 @@ class Gate:
 def checkpoint_state(path: str, served: Any, cache_dir: Path | None) -> dict[str, Any]:
     """The weights of the checkpoint at `path` (a LoRA adapter merged into its base) as a state dict
     for the `served` model, or `BadCheckpoint` saying why not. Blocking."""
-    from safetensors import SafetensorError
+    from shared.models import load_checkpoint
 
-    from shared.model_specs import ModelNotFound
-    from shared.models import load_model
-
-    try:
-        directory = Path(path).expanduser()  # `~nosuchuser/...` raises RuntimeError
-        found = directory.is_dir()
-    except (OSError, RuntimeError) as e:  # a name too long, an unknown user
-        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}: {e}") from None
-    if not found:
-        raise BadCheckpoint(f"no checkpoint directory at {path[:200]!r}")
-    try:
-        model = load_model(str(directory), cache_dir=cache_dir, dtype=next(served.parameters()).dtype).model
-    except (OSError, ValueError, ModelNotFound, SafetensorError) as e:  # missing or corrupt files
-        raise BadCheckpoint(f"cannot load {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    model = load_checkpoint(path, cache_dir=cache_dir, dtype=next(served.parameters()).dtype)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     state: dict[str, Any] = model.state_dict()
     want = served.state_dict()
     if set(state) != set(want) or any(state[k].shape != want[k].shape for k in want):
-        raise BadCheckpoint(f"{path!r} holds another architecture than the served model")
+        raise BadCheckpoint(f"{shown(path)} holds another architecture than the served model")
     return state
 
 
@@ -229,7 +212,7 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok", "model": loaded.spec}
 
-    router = APIRouter(dependencies=[Depends(bearer_auth(token))])
+    router = api_router(token)
 
     @router.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from pathlib import Path
 
 from services.envs.registry import FACTORIES
@@ -16,6 +18,7 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
     parser.add_argument("--port", type=int, help="port (default 8001)")
     parser.add_argument("--redis-url", help="episode store shared by replicas (default: in-process)")
     parser.add_argument("--redis-prefix", help="key prefix in Redis")
+    parser.add_argument("--redis-wait-s", type=float, help="wait this long for Redis at start (default 30)")
     parser.add_argument("--token", help="bearer token required on every route but /health")
     parser.add_argument("--episode-ttl-s", type=float, help="idle episodes expire after this (default 3600)")
     parser.add_argument("--max-open-episodes", type=int, help="open episodes per store (default 10000)")
@@ -61,8 +64,22 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
     import uvicorn  # the server and the envs, once the flags are checked
 
-    from services.envs.app import create_app
+    from services.envs.app import StoreUnreachable, create_app, wait_for_store
 
+    if settings.redis_url:  # never come up against a store that is not there: one line, non-zero
+        from services.envs.store import RedisEpisodeStore
+
+        async def reachable() -> None:
+            store = RedisEpisodeStore(settings.redis_url or "", 1.0, 1, settings.redis_prefix)
+            try:
+                await wait_for_store(store, settings.redis_wait_s)
+            finally:
+                await store.close()
+
+        try:
+            asyncio.run(reachable())
+        except StoreUnreachable as e:
+            sys.exit(f"python -m services.envs: error: {e} (--redis-url, SDAR_REDIS_WAIT_S)")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 

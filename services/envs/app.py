@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+import redis.exceptions as redis
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
@@ -17,7 +20,7 @@ from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
-from shared.server import HttpMetrics, bearer_auth, error_response, install_common
+from shared.server import HttpMetrics, api_router, error_response, install_common
 from shared.settings import EnvServiceSettings
 from shared.wire import (
     BatchStepRequest,
@@ -36,6 +39,8 @@ from shared.wire import (
     TaskInfo,
     TaskList,
 )
+
+log = logging.getLogger("services.envs")
 
 
 def _service(request: Request) -> EpisodeService:
@@ -58,6 +63,28 @@ class Metrics(HttpMetrics):
         self.open = Gauge("sdar_env_open_episodes", "Open episodes in the store", registry=self.registry)
 
 
+async def wait_for_store(store: EpisodeStore, wait_s: float) -> None:
+    """Until the store answers, at most `wait_s` seconds, saying so once; then `StoreUnreachable`, so
+    that a service never comes up to fail every request."""
+    deadline = time.monotonic() + wait_s
+    said = False
+    while True:
+        try:
+            await asyncio.wait_for(store.ping(), timeout=2.0)
+            return
+        except (OSError, TimeoutError, redis.RedisError) as e:
+            if time.monotonic() >= deadline:
+                raise StoreUnreachable(f"the {store.kind} store is unreachable after {wait_s:g} s: {e}") from None
+            if not said:
+                log.warning("waiting up to %g s for the %s store: %s", wait_s, store.kind, e)
+                said = True
+        await asyncio.sleep(0.5)
+
+
+class StoreUnreachable(RuntimeError):
+    pass
+
+
 def create_app(
     settings: EnvServiceSettings | None = None,
     *,
@@ -78,6 +105,7 @@ def create_app(
             if settings.redis_url
             else MemoryEpisodeStore(settings.episode_ttl_s, settings.max_open_episodes)
         )
+        await wait_for_store(episode_store, settings.redis_wait_s)
         app.state.service = EpisodeService(
             hosted,
             episode_store,
@@ -99,6 +127,14 @@ def create_app(
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
 
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def store_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        # retryable: every step is idempotent, and the service heals when the store comes back
+        response = error_response(503, "store_unreachable", f"the episode store is unreachable: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
+
     @app.exception_handler(UnknownTask)
     @app.exception_handler(UnknownResource)
     async def unknown_task(_: Request, exc: LookupError) -> JSONResponse:
@@ -113,7 +149,7 @@ def create_app(
         body = Health(status="ok", store=svc.store.kind, envs=sorted(svc.envs))
         return JSONResponse(body.model_dump())
 
-    router = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
+    router = api_router(settings.token)
 
     @router.get("/metrics")
     async def prometheus(svc: Service) -> Response:

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.teacher.scoring import ScoringError, TooLong
 from services.teacher.service import Batcher, PolicyConflict, PolicyError, TeacherService, retrieved
 from services.teacher.skills import SkillError
-from shared.server import HttpMetrics, bearer_auth, install_common, map_errors
+from shared.server import HttpMetrics, api_router, install_common, map_errors
 from shared.settings import TeacherSettings
 from shared.teacher_wire import (
     LoadPolicy,
@@ -106,7 +106,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
     async def health(svc: Service) -> dict[str, object]:
         return {"status": "ok", "model": svc.loaded.spec, "policy_version": svc.policy.version}
 
-    router = APIRouter(dependencies=[Depends(bearer_auth(settings.token))])
+    router = api_router(settings.token)
 
     @router.get("/metrics")
     async def prometheus() -> Response:

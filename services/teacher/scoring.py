@@ -48,6 +48,8 @@ class Item:
     messages: list[dict[str, str]] | None = None
     skills: str = ""
     """The rendered skill block; empty for none (the teacher then sees the student's prompt)."""
+    prompts: tuple[list[int], list[int]] | None = None
+    """The student's and the teacher's prompt ids, once `Scorer.prompts` has rendered them."""
 
 
 @dataclass
@@ -173,6 +175,22 @@ class Scorer:
         prompt_text = self.tokenizer.decode(student, skip_special_tokens=False)
         return self._fit(skills, self.tokenizer.encode(prompt_text, add_special_tokens=False))
 
+    def prompts(self, item: Item) -> tuple[list[int], list[int]]:
+        """The item's student and privileged prompts, rendered and checked (kept on the item), so that
+        what cannot be rendered fails on its own request, before any batch is formed."""
+        if item.prompts is None:
+            try:
+                student = self.student_prompt(item)
+                teacher = self.teacher_prompt(item, student)
+            except (TypeError, ValueError, UnicodeError) as e:  # a text the tokenizer cannot encode
+                if isinstance(e, ScoringError):
+                    raise
+                raise ScoringError(f"the prompt cannot be tokenized: {e}") from None
+            if not student:
+                raise ScoringError("the prompt is empty")
+            item.prompts = (student, teacher)
+        return item.prompts
+
     @staticmethod
     def _with_system(messages: list[dict[str, str]], skills: str) -> list[dict[str, str]]:
         block = f"{HEADER}{skills}"
@@ -295,11 +313,7 @@ class Scorer:
         betas = [float(beta)] * len(items) if isinstance(beta, int | float) else list(beta)
         if len(betas) != len(items):
             raise ValueError("one beta per item")
-        students = [self.student_prompt(item) for item in items]
-        for prompt in students:
-            if not prompt:
-                raise ScoringError("the prompt is empty")
-        teachers = [self.teacher_prompt(item, s) for item, s in zip(items, students, strict=True)]
+        students, teachers = zip(*(self.prompts(item) for item in items), strict=True)
         student = self.logprobs(
             student_model, [(s, i.response_token_ids) for s, i in zip(students, items, strict=True)]
         )

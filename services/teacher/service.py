@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoModelForCausalLM
-
 from services.teacher.scoring import Item, Scorer, ScoringError
 from services.teacher.skills import Chosen, SkillError, SkillRetriever, render
-from shared.model_specs import ModelNotFound
-from shared.models import DTYPES, LoadedModel, load_model
+from shared.model_specs import BadCheckpoint, shown
+from shared.models import DTYPES, LoadedModel, load_checkpoint, load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import RetrievedSkill, ScoredItem, ScoreRequest, ScoreResponse
 
@@ -89,29 +87,19 @@ class TeacherService:
     def load_policy(self, path: str, version: int | None = None) -> Policy:
         """Load a checkpoint and make it the policy; a scoring call in progress finishes on the
         version it started with. Blocking."""
-        directory = Path(path).expanduser()
-        adapter = (directory / "adapter_config.json").is_file()  # a LoRA checkpoint, over its base
-        if not (directory / "config.json").is_file() and not adapter:
-            raise PolicyError(
-                f"no checkpoint at {path!r} (a directory with config.json and weights, or a LoRA adapter)"
-            )
         try:
-            if adapter:
-                dtype = DTYPES[self.settings.dtype]
-                model = load_model(str(directory), cache_dir=self.settings.cache_dir, dtype=dtype).model
-            else:
-                model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[self.settings.dtype]).eval()
-        except (OSError, ValueError, ModelNotFound) as e:
-            raise PolicyError(f"cannot load {path!r}: {e}") from e
+            model = load_checkpoint(path, cache_dir=self.settings.cache_dir, dtype=DTYPES[self.settings.dtype])
+        except BadCheckpoint as e:
+            raise PolicyError(str(e)) from None
         rows = model.get_input_embeddings().num_embeddings
         if rows < len(self.tokenizer):
-            raise PolicyError(f"{path!r} has {rows} embeddings, fewer than the tokenizer's {len(self.tokenizer)}")
+            raise PolicyError(f"{shown(path)} has {rows} embeddings, fewer than the tokenizer's {len(self.tokenizer)}")
         with self._swap:
             current = self.policy.version
             new = current + 1 if version is None else version
             if new <= current:
                 raise PolicyConflict(f"version {new} is not newer than the current {current}")
-            self.policy = Policy(model, new, str(directory))
+            self.policy = Policy(model, new, str(Path(path).expanduser()))
         return self.policy
 
     # -- scoring -------------------------------------------------------------------------------
@@ -139,6 +127,7 @@ class TeacherService:
             item = Item(response, wire.prompt_token_ids, messages, render([c.skill for c in chosen]))
             try:
                 self.scorer.check(item, self.settings.max_response_tokens)
+                self.scorer.prompts(item)
             except ScoringError as e:
                 raise type(e)(f"items[{n}]: {e}") from None
             prepared.append((item, chosen))
@@ -161,8 +150,7 @@ class TeacherService:
         """Each item's privileged prompt (skills, then the student's prompt) and response, in token ids."""
         pairs = []
         for item, _ in self.prepare(request).items:
-            prompt = self.scorer.teacher_prompt(item, self.scorer.student_prompt(item))
-            pairs.append((prompt, item.response_token_ids))
+            pairs.append((self.scorer.prompts(item)[1], item.response_token_ids))
         return pairs
 
     def publish(self, model: Any, version: int, path: str) -> None:
@@ -256,13 +244,21 @@ class Batcher:
                     break
                 batch.append(nxt)
                 items += len(nxt[0].items)
-            try:
-                responses = await asyncio.to_thread(self.service.score_prepared, [p for p, _ in batch], self.on_batch)
-            except Exception as e:  # noqa: BLE001 - handed to every waiting caller
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            for (_, future), response in zip(batch, responses, strict=True):
-                if not future.done():
-                    future.set_result(response)
+            await self._score(batch)
+
+    async def _score(self, batch: list[tuple[Prepared, asyncio.Future[ScoreResponse]]]) -> None:
+        """One pass for the batch; if it fails, each request again on its own, so that a request the
+        checks let through but the pass cannot take fails alone and not its batch-mates."""
+        try:
+            responses = await asyncio.to_thread(self.service.score_prepared, [p for p, _ in batch], self.on_batch)
+        except Exception as e:  # noqa: BLE001 - handed to the waiting caller(s)
+            if len(batch) > 1:
+                for one in batch:
+                    await self._score([one])
+                return
+            if not batch[0][1].done():
+                batch[0][1].set_exception(e)
+            return
+        for (_, future), response in zip(batch, responses, strict=True):
+            if not future.done():
+                future.set_result(response)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from services.envs.store import RedisEpisodeStore
 from shared.settings import EnvServiceSettings
 from tests.conftest import serve, settings
 
@@ -309,12 +308,6 @@ async def test_bearer_token(conf: Conf) -> None:
             assert_error(response, 401, "unauthorized")
         good = {"Authorization": "Bearer s3cret"}
         assert (await client.get("/v1/envs", headers=good)).status_code == 200
-
-
-async def test_health_is_503_when_the_store_is_unreachable(conf: Conf) -> None:
-    store = RedisEpisodeStore("redis://127.0.0.1:1/0", 60, 10)
-    async with serve(conf(), store=store) as client:
-        assert_error(await client.get("/health"), 503, "store_unreachable")
 
 
 async def test_health_answers_while_a_slow_step_is_in_flight(conf: Conf) -> None:
