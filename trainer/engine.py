@@ -56,6 +56,8 @@ class Sequence:
     finish_reason: Literal["stop", "length"] | None = None
     cancelled: bool = False  # its caller gave up: it leaves at the next step
     policy_version: int = 0  # the weights it was admitted under
+    top_k: int = 0  # the most likely tokens to report at each position, with their log-probs
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -290,6 +292,12 @@ class Engine:
 
     def _record(self, sequences: list[Sequence], logits: torch.Tensor) -> None:
         tokens, logprobs = self.sample(logits.float())
+        if k := max(s.top_k for s in sequences):  # under the same log-softmax as the sampled token's
+            scaled = logits.float() if self.temperature in (0, 1) else logits.float() / self.temperature
+            values, indices = torch.log_softmax(scaled, dim=-1).topk(k, dim=-1)
+            for sequence, ids, lps in zip(sequences, indices.tolist(), values.tolist(), strict=True):
+                if sequence.top_k:
+                    sequence.top.append(list(zip(ids, lps, strict=True))[: sequence.top_k])
         for sequence, token, logprob in zip(sequences, tokens.tolist(), logprobs.tolist(), strict=True):
             sequence.tokens.append(token)
             sequence.logprobs.append(logprob)
@@ -404,10 +412,13 @@ class HFGenerator:
         self._thread = threading.Thread(target=self._loop, name="hf-generator", daemon=True)
         self._thread.start()
 
-    async def generate(self, prompt_ids: list[int], max_new_tokens: int | None = None) -> Completion:
+    async def generate(
+        self, prompt_ids: list[int], max_new_tokens: int | None = None, *, top_logprobs: int = 0
+    ) -> Completion:
+        """A completion of `prompt_ids`; `top_logprobs`: also the most likely tokens at each position."""
         if self._closed.is_set():
             raise GenerationError("the generator is closed")
-        sequence = Sequence(list(prompt_ids), max_new_tokens or self.sampling.max_new_tokens)
+        sequence = Sequence(list(prompt_ids), max_new_tokens or self.sampling.max_new_tokens, top_k=top_logprobs)
         try:
             self.engine.check(sequence)
         except EngineError as e:
@@ -530,7 +541,11 @@ def _answer(sequence: Sequence, error: GenerationError | None = None) -> None:
     """Settle a sequence's future, on its own event loop."""
     loop, future = sequence.handle
     outcome: Completion | GenerationError = error or Completion(
-        sequence.tokens, sequence.logprobs, sequence.finish_reason or "length", sequence.policy_version
+        sequence.tokens,
+        sequence.logprobs,
+        sequence.finish_reason or "length",
+        sequence.policy_version,
+        sequence.top if sequence.top_k else None,
     )
     with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
         loop.call_soon_threadsafe(_settle, future, outcome)

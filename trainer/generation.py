@@ -38,6 +38,8 @@ class Completion:
     finish_reason: Literal["stop", "length"]
     policy_version: int = 0
     """The policy version that sampled the first token."""
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+    """When asked for: the most likely `(token_id, logprob)` at each position, most likely first."""
 
 
 class Generator(Protocol):
@@ -185,6 +187,21 @@ class OpenAIGenerator:
             return await self._client.request(method, route, **kwargs)
         except self._errors as e:
             raise GenerationError(f"completions server unreachable ({method} {route}): {e}") from e
+
+    async def check_model(self) -> None:
+        """Refuse a server that does not serve this client's model (`GET /v1/models`): its replies
+        would be another model's tokens."""
+        response = await self._call("GET", "/v1/models")
+        if response.status_code != 200:
+            raise GenerationError(f"GET /v1/models answered {response.status_code}: {response.text[:300]}")
+        try:
+            served = [str(m["id"]) for m in response.json()["data"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise GenerationError(f"GET /v1/models gave no model list ({e}): {response.text[:300]}") from None
+        if self.model not in served:
+            raise GenerationError(
+                f"the completions server serves {', '.join(map(repr, served)) or 'no model'}, not {self.model!r}"
+            )
 
     async def server_policy(self) -> dict[str, Any]:
         """The server's `GET /v1/policy`: its model, checkpoint path and policy version."""

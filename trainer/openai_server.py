@@ -60,6 +60,30 @@ class CompletionRequest(BaseModel):
     return_tokens_as_token_ids: bool = False
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
+    # OpenAI's fields that this server does not do: refused when set, never silently dropped
+    stop: str | list[str] | None = None
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = None
+
+    def unsupported(self) -> list[str]:
+        """The fields set that this server would otherwise ignore."""
+        given = {
+            "stop": bool(self.stop),
+            "echo": self.echo,
+            "best_of": self.best_of not in (None, 1),
+            "suffix": bool(self.suffix),
+            "presence_penalty": self.presence_penalty != 0,
+            "frequency_penalty": self.frequency_penalty != 0,
+            "logit_bias": bool(self.logit_bias),
+            "seed": self.seed is not None,
+            "stream": self.stream,
+        }
+        return [name for name, used in given.items() if used]
 
 
 class SamplingMismatch(ValueError):
@@ -71,6 +95,10 @@ class PolicyConflict(ValueError):
 
 
 class UnknownAdapter(LookupError):
+    pass
+
+
+class UnknownModel(LookupError):
     pass
 
 
@@ -205,6 +233,7 @@ def create_app(
             BadCheckpoint: (422, "bad_checkpoint"),
             PolicyConflict: (409, "policy_conflict"),
             UnknownAdapter: (404, "not_found"),
+            UnknownModel: (404, "model_not_found"),
         },
     )
 
@@ -214,14 +243,20 @@ def create_app(
 
     router = api_router(token)
 
+    def served_names() -> list[str]:
+        """The model, then the adapter names it answers to (vLLM lists its adapters as models)."""
+        return [loaded.spec, *sorted(policy["names"])]
+
     @router.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": loaded.spec, "object": "model", "owned_by": "sdar"}]}
+        return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "sdar"} for n in served_names()]}
 
     @router.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
-        if body.stream:
-            raise SamplingMismatch("streaming is not supported")
+        if body.model is not None and body.model not in served_names():
+            raise UnknownModel(f"the model {body.model!r} does not exist here; this server serves {loaded.spec!r}")
+        if refused := body.unsupported():
+            raise SamplingMismatch(f"{', '.join(refused)}: not supported by this server (leave unset)")
         if body.temperature is not None and body.temperature != sampling.temperature:
             raise SamplingMismatch(f"this server samples at temperature {sampling.temperature}, not {body.temperature}")
         if body.top_p is not None and body.top_p != sampling.top_p:
@@ -235,12 +270,14 @@ def create_app(
             raise SamplingMismatch(f"prompt ({len(ids)}) + max_tokens ({body.max_tokens}) exceed {max_context} tokens")
         async with gate.enter():  # a weight swap waits for this request, so one version samples it all
             version, name = policy["version"], policy["name"] or loaded.spec
-            completion = await request.app.state.generator.generate(list(ids), body.max_tokens)
-        tokens = (
-            [f"token_id:{t}" for t in completion.token_ids]
-            if body.return_tokens_as_token_ids
-            else [tokenizer.decode([t]) for t in completion.token_ids]
-        )
+            completion = await request.app.state.generator.generate(
+                list(ids), body.max_tokens, top_logprobs=body.logprobs or 0
+            )
+
+        def token(t: int) -> str:
+            return f"token_id:{t}" if body.return_tokens_as_token_ids else tokenizer.decode([t])
+
+        tokens = [token(t) for t in completion.token_ids]
         choice: dict[str, Any] = {
             "index": 0,
             "text": tokenizer.decode(completion.token_ids, skip_special_tokens=True),
@@ -248,7 +285,10 @@ def create_app(
             "logprobs": None,
         }
         if body.logprobs is not None:
-            choice["logprobs"] = {"tokens": tokens, "token_logprobs": completion.logprobs, "top_logprobs": None}
+            top = None
+            if completion.top_logprobs is not None:  # OpenAI's shape: one {token: logprob} per position
+                top = [{token(t): lp for t, lp in row} for row in completion.top_logprobs]
+            choice["logprobs"] = {"tokens": tokens, "token_logprobs": completion.logprobs, "top_logprobs": top}
         return {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",

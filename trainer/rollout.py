@@ -43,7 +43,7 @@ from shared.redis import redis_server
 from shared.rollout_wire import EpisodeEnd, GroupRecord, SamplingSettings, StepSample, Trajectory
 from trainer.agents import PROTOCOLS, AgentProtocol, Turn, protocol
 from trainer.buffer import Buffer, RedisBuffer
-from trainer.generation import Completion, Generator, OpenAIGenerator, Sampling
+from trainer.generation import Completion, GenerationError, Generator, OpenAIGenerator, Sampling
 
 Mode = Literal["async", "lockstep"]
 log = logging.getLogger(__name__)
@@ -480,6 +480,11 @@ async def rollout(args: argparse.Namespace, env_url: str, redis_url: str) -> tup
         concurrency=args.concurrency,
     )
     try:
+        if isinstance(generator, OpenAIGenerator):
+            try:
+                await generator.check_model()
+            except GenerationError as e:
+                raise SystemExit(f"python -m trainer.rollout: error: {e} (--openai-url, --model)") from None
         async with AsyncEnvClient(env_url, retries=6) as client:
             roller = Roller(client, generator, tokenizer, protocol(args.env), buffer, config)
             with tqdm(total=args.groups, desc=f"{args.env} groups", unit="group") as bar:
@@ -521,6 +526,11 @@ def main(argv: list[str] | None = None) -> None:
             print("(an embedded Redis, stopped now: pass --redis-url to keep the groups)")
         if summary.unsaved:
             raise SystemExit(f"python -m trainer.rollout: error: {summary.unsaved} group(s) were not written")
+        if summary.episodes == 0 or summary.ends["fault"] == summary.episodes:  # nothing a learner can use
+            raise SystemExit(
+                f"python -m trainer.rollout: error: every one of the {summary.episodes} episodes faulted, so no "
+                "group can be trained on (the warnings above say why)"
+            )
 
 
 if __name__ == "__main__":

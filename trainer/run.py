@@ -381,6 +381,7 @@ class Run:
                 weight_sync=args.weight_sync,
                 keep_adapters=config.max_staleness + 1,  # the adapters requests in flight may still name
             )
+            await generator.check_model()  # another model's server: a one-line error, before anything runs
             await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
         else:  # the learner's own model object, or (rolling out while it trains) a copy of its own
             sampler = model if not config.max_staleness else copy.deepcopy(model).requires_grad_(False)

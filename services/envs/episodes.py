@@ -290,10 +290,10 @@ class EpisodeService:
                 f"step {step} of episode {episode_id} was {recorded['action']!r}, not {action!r}",
                 current_step=current,
             )
+        if stored.done:  # any index at or past the end
+            raise EpisodeDone(f"episode {episode_id} has ended after {current} steps", current_step=current)
         if step > current:
             raise StepConflict(f"episode {episode_id} is at step {current}, not {step}", current_step=current)
-        if stored.done:
-            raise EpisodeDone(f"episode {episode_id} has ended after {current} steps", current_step=current)
         return None
 
     async def _apply(self, stored: StoredEpisode, episode_id: str, action: str, step: int) -> StepResult:

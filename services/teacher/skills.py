@@ -126,7 +126,8 @@ class SkillRetriever:
     def by_ids(self, ids: Sequence[str]) -> list[Skill]:
         unknown = [i for i in ids if i not in self.skills]
         if unknown:
-            raise SkillError(f"unknown skill id(s) {unknown}; GET /v1/skills lists them")
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise SkillError(f"unknown skill id(s) {unknown[:10]}{more}; GET /v1/skills lists them")
         return [self.skills[i] for i in ids]
 
     def _check_env(self, env: str) -> None:

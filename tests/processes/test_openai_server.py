@@ -85,7 +85,12 @@ async def test_a_server_that_returns_another_logprob_is_refused(server: ServiceP
         ({"prompt": []}, "empty"),
         ({"prompt": [1], "max_tokens": 0}, "max_tokens"),
         ({"prompt": [1], "max_tokens": 5000}, "exceed"),
-        ({"prompt": [1], "stream": True}, "streaming"),
+        ({"prompt": [1], "stream": True}, "stream: not supported"),
+        ({"prompt": [1], "stop": ["\n"]}, "stop: not supported"),
+        ({"prompt": [1], "echo": True, "best_of": 2}, "echo, best_of: not supported"),
+        ({"prompt": [1], "seed": 3}, "seed"),
+        ({"prompt": ["1"]}, "prompt"),
+        ({"prompt": [True]}, "prompt"),
         ({"prompt": [1], "n": 2}, "n"),
         ({"max_tokens": 3}, "prompt"),
     ],
@@ -140,6 +145,27 @@ def test_the_rollout_command_generates_through_the_server(
         "groups 2, episodes 4 (0 done, 4 step_limit, 0 fault), steps 8" in out.stdout
         and "64 response tokens" in out.stdout
     )
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--model", "smollm2", "--temperature", str(T)], "serves 'tiny', not 'smollm2'"),
+        (["--model", "tiny", "--temperature", "1.0"], "every one of the 2 episodes faulted"),
+    ],
+)
+def test_a_rollout_that_can_write_nothing_usable_exits_non_zero(
+    server: ServiceProcess, redis_base_url: str, redis_prefix: str, flags: list[str], error: str
+) -> None:
+    """Another model's server is refused before anything runs; a server that refuses every request
+    (its temperature is not the rollout's) leaves only faulted episodes: both are an error."""
+    args = ["--env", "counter", "--groups", "1", "--group-size", "2", "--max-steps", "1", "--max-new-tokens", "4"]
+    args += ["--openai-url", f"{server.url}/v1", "--redis-url", redis_base_url, "--redis-prefix", redis_prefix]
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.rollout", *args, *flags], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode != 0 and error in out.stderr, out.stderr[-2000:]
 
 
 @pytest.mark.redis

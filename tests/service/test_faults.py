@@ -14,6 +14,7 @@ from services.envs.app import StoreUnreachable, create_app
 from shared.redis import EmbeddedRedis
 from tests.conftest import serve, settings
 from tests.service.test_teacher import ITEM, save_tiny, teacher
+from trainer.generation import GenerationError
 
 JSON = {"content-type": "application/json"}
 
@@ -204,3 +205,30 @@ async def test_a_long_or_corrupt_policy_path_is_a_422_and_the_policy_keeps_servi
         assert_4xx(await client.post("/v1/policy", json={"path": path}))
         assert (await client.get("/v1/policy")).json()["policy_version"] == 0
         assert (await client.post("/v1/score", json={"items": [ITEM]})).json() == before
+
+
+async def test_the_completions_server_gives_top_logprobs_and_refuses_another_model() -> None:
+    from tests.service.test_generation_policy import PROMPT, served
+
+    async with served() as (client, generator):
+        body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 4, "logprobs": 5, "return_tokens_as_token_ids": True}
+        reply = (await client.post("/v1/completions", json=body)).json()
+        logprobs = reply["choices"][0]["logprobs"]
+        assert len(logprobs["top_logprobs"]) == 4
+        rows = zip(logprobs["top_logprobs"], logprobs["tokens"], logprobs["token_logprobs"], strict=True)
+        for top, token, chosen in rows:
+            values = list(top.values())
+            assert len(top) == 5 and values == sorted(values, reverse=True)
+            assert all(k.startswith("token_id:") for k in top)
+            assert chosen <= values[0] + 1e-6  # nothing beats the most likely
+            if token in top:  # the sampled token's entry is its own log-prob, under the same softmax
+                assert abs(top[token] - chosen) < 1e-5
+        assert (await client.post("/v1/completions", json={**body, "logprobs": 0})).json()["choices"][0]["logprobs"][
+            "top_logprobs"
+        ] is None
+        other = await client.post("/v1/completions", json={**body, "model": "gpt-4"})
+        assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+        await generator.check_model()  # the client's own model is served
+        generator.model = "gpt-4"
+        with pytest.raises(GenerationError, match="serves 'tiny', not 'gpt-4'"):
+            await generator.check_model()

@@ -182,8 +182,10 @@ async def test_step_table(conf: Conf) -> None:
         for n, action in ((2, "inc"), (3, "inc"), (4, "inc")):
             last = await step(client, eid, action, n)
         assert last.json()["won"] and last.json()["done"] and last.json()["reward"] == 1.0
-        # after done: the next index is refused, a retry of the last still answers
-        assert assert_error(await step(client, eid, "inc", 5), 409, "episode_done")["current_step"] == 5
+        # after done: the next index and any later one are refused, a retry of the last still answers
+        for n in (5, 6, 99):
+            assert assert_error(await step(client, eid, "inc", n), 409, "episode_done")["current_step"] == 5
+        assert last.json()["step"] == 5  # a result's step: the number of steps taken
         assert (await step(client, eid, "inc", 4)).json() == last.json()
         rec = await record(client, eid)
         assert rec["actions"] == ["inc", "dec", "inc", "inc", "inc"]
