@@ -32,9 +32,9 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, a valid pair i
 
 def strict_json(body: bytes) -> Any:
     """A request body as JSON, refusing what `json.loads` lets through and nothing downstream can
-    take: bytes that are not UTF-8, lone surrogates (`"\\ud800"`, which no encoder writes back),
-    `NaN` and infinities (`1e999` too), integers over Python's digit limit, nesting past the
-    recursion limit. Each is a `json.JSONDecodeError`, which FastAPI answers with a 422."""
+    take: bytes that are not UTF-8, lone surrogates (`"\\ud800"`, which no encoder writes back), NUL
+    characters, `NaN` and infinities (`1e999` too), integers over Python's digit limit, nesting past
+    the recursion limit. Each is a `json.JSONDecodeError`, which FastAPI answers with a 422."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -53,6 +53,8 @@ def strict_json(body: bytes) -> Any:
         if isinstance(node, str):
             if LONE_SURROGATE.search(node):
                 raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate (like \\ud800)", "", 0)
+            if "\x00" in node:  # no text the services take (actions, prompts, queries, paths) has one
+                raise json.JSONDecodeError("a string holds a NUL character (\\u0000)", "", 0)
         elif isinstance(node, dict):
             stack.extend(node)
             stack.extend(node.values())
@@ -91,9 +93,34 @@ class StrictJsonRoute(APIRoute):
         return strict
 
 
+ERROR_STATUSES = {
+    401: "missing or wrong bearer token (when the service has one)",
+    404: "no such resource",
+    409: "in conflict with the current state",
+    413: "request body over the size limit",
+    422: "invalid request",
+    429: "at capacity: retry later",
+    502: "an upstream service answered badly: retry",
+    503: "a dependency is unreachable or not ready: retry",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the contract's error body."""
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s]} for s in statuses}
+
+
+def text(description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a 200 that is (also) `text/plain`."""
+    return {200: {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
 def api_router(token: str | None) -> APIRouter:
-    """The routes of a service behind its bearer token, with strict JSON bodies."""
-    return APIRouter(dependencies=[Depends(bearer_auth(token))], route_class=StrictJsonRoute)
+    """The routes of a service behind its bearer token, with strict JSON bodies; every route says
+    in its OpenAPI that it may answer 401, 413 and 422 with the error body."""
+    return APIRouter(
+        dependencies=[Depends(bearer_auth(token))], route_class=StrictJsonRoute, responses=errors(401, 413, 422)
+    )
 
 
 class BodyLimit:

@@ -40,7 +40,7 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.model_specs import DTYPE_NAMES, BadCheckpoint, ModelNotFound, check_spec, shown
-from shared.server import HttpMetrics, api_router, install_common, map_errors
+from shared.server import HttpMetrics, api_router, errors, install_common, map_errors
 from shared.teacher_wire import LoadPolicy
 from trainer.generation import GenerationError, Sampling, named_version
 
@@ -251,7 +251,7 @@ def create_app(
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "sdar"} for n in served_names()]}
 
-    @router.post("/v1/completions")
+    @router.post("/v1/completions", responses=errors(404, 503))
     async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
         if body.model is not None and body.model not in served_names():
             raise UnknownModel(f"the model {body.model!r} does not exist here; this server serves {loaded.spec!r}")
@@ -329,12 +329,12 @@ def create_app(
                 if name is not None:
                     policy["names"].add(name)
 
-    @router.post("/v1/policy")
+    @router.post("/v1/policy", responses=errors(409))
     async def load_policy(body: LoadPolicy) -> dict[str, Any]:
         await swap(body.path, body.version)
         return policy_info()
 
-    @router.post("/v1/load_lora_adapter")
+    @router.post("/v1/load_lora_adapter", responses=errors(409))
     async def load_lora_adapter(body: LoraAdapter) -> dict[str, Any]:
         """vLLM's runtime adapter loading, for one policy: the adapter named `policy-v<N>` (merged)
         becomes version N, and replies name it as their `model`, as vLLM's do."""
@@ -343,7 +343,7 @@ def create_app(
         await swap(body.lora_path, adapter_version(body.lora_name), body.lora_name)
         return policy_info()
 
-    @router.post("/v1/unload_lora_adapter")
+    @router.post("/v1/unload_lora_adapter", responses=errors(404, 409))
     async def unload_lora_adapter(body: LoraAdapter) -> dict[str, Any]:
         """An older version's name is forgotten (one policy is held); the current one stays."""
         if body.lora_name == policy["name"]:

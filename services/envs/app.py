@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import redis.exceptions as redis
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
@@ -20,7 +20,7 @@ from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
-from shared.server import HttpMetrics, api_router, error_response, install_common
+from shared.server import HttpMetrics, api_router, error_response, errors, install_common, text
 from shared.settings import EnvServiceSettings
 from shared.wire import (
     BatchStepRequest,
@@ -140,7 +140,7 @@ def create_app(
     async def unknown_task(_: Request, exc: LookupError) -> JSONResponse:
         return error_response(404, "not_found", str(exc))
 
-    @app.get("/health", response_model=Health)
+    @app.get("/health", response_model=Health, responses=errors(503))
     async def health(svc: Service) -> Response:
         try:
             await asyncio.wait_for(svc.store.ping(), timeout=2.0)
@@ -151,7 +151,7 @@ def create_app(
 
     router = api_router(settings.token)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse, responses=text("Prometheus metrics"))
     async def prometheus(svc: Service) -> Response:
         for name, cache in svc.caches.items():
             metrics.live.labels(name).set(len(cache))
@@ -175,7 +175,7 @@ def create_app(
             for env in svc.envs.values()
         ]
 
-    @router.get("/v1/envs/{env}/tasks", response_model=TaskList)
+    @router.get("/v1/envs/{env}/tasks", response_model=TaskList, responses=errors(404))
     async def list_tasks(
         env: str,
         svc: Service,
@@ -190,7 +190,7 @@ def create_app(
             total=environment.splits()[split],
         )
 
-    @router.get("/v1/envs/{env}/{collection}/{key}")
+    @router.get("/v1/envs/{env}/{collection}/{key}", responses=errors(404))
     async def lookup(
         env: str,
         collection: Annotated[str, Path(max_length=64)],
@@ -200,11 +200,13 @@ def create_app(
         """An env-specific resource: `GET /v1/envs/webshop/products/{asin}`."""
         return svc.env(env).lookup(collection, key)
 
-    @router.post("/v1/envs/{env}/episodes", response_model=Episode, status_code=201)
+    @router.post(
+        "/v1/envs/{env}/episodes", response_model=Episode, status_code=201, responses=errors(404, 409, 429, 503)
+    )
     async def create_episode(env: str, body: CreateEpisode, svc: Service) -> Episode:
         return await svc.create(env, body)
 
-    @router.post("/v1/episodes:step", response_model=BatchStepResponse)
+    @router.post("/v1/episodes:step", response_model=BatchStepResponse, responses=errors(503))
     async def step_many(body: BatchStepRequest, svc: Service) -> BatchStepResponse:
         # Steps of one episode run in request order; different episodes run concurrently.
         by_episode: dict[str, list[int]] = {}
@@ -223,20 +225,20 @@ def create_app(
         await asyncio.gather(*(run(indices) for indices in by_episode.values()))
         return BatchStepResponse(results=results)
 
-    @router.post("/v1/episodes/{episode_id}/step", response_model=StepResult)
+    @router.post("/v1/episodes/{episode_id}/step", response_model=StepResult, responses=errors(404, 409, 502, 503))
     async def step_one(episode_id: str, body: StepRequest, svc: Service) -> StepResult:
         return await svc.step(episode_id, body.action, body.step)
 
-    @router.get("/v1/episodes/{episode_id}", response_model=EpisodeRecord)
+    @router.get("/v1/episodes/{episode_id}", response_model=EpisodeRecord, responses=errors(404, 503))
     async def get_record(episode_id: str, svc: Service) -> EpisodeRecord:
         return await svc.record(episode_id)
 
-    @router.delete("/v1/episodes/{episode_id}", status_code=204)
+    @router.delete("/v1/episodes/{episode_id}", status_code=204, responses=errors(404, 503))
     async def delete_episode(episode_id: str, svc: Service) -> Response:
         await svc.delete(episode_id)
         return Response(status_code=204)
 
-    @router.post("/retrieve", response_model=RetrieveResponse)
+    @router.post("/retrieve", response_model=RetrieveResponse, responses=errors(404, 502, 503))
     async def retrieve(body: RetrieveRequest, svc: Service) -> RetrieveResponse:
         """Search-R1-compatible retrieval over the Search-QA corpus, in either request form."""
         env = svc.envs.get("searchqa")

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from services.teacher.scoring import ScoringError, TooLong
 from services.teacher.service import Batcher, PolicyConflict, PolicyError, TeacherService, retrieved
 from services.teacher.skills import SkillError
-from shared.server import HttpMetrics, api_router, install_common, map_errors
+from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, text
 from shared.settings import TeacherSettings
 from shared.teacher_wire import (
     LoadPolicy,
@@ -108,7 +108,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
 
     router = api_router(settings.token)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=PlainTextResponse, responses=text("Prometheus metrics"))
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -124,7 +124,11 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
         )
         return RetrievedSkills(skills=retrieved(chosen), mode=mode)
 
-    @router.post("/v1/score", response_model=ScoreResponse)
+    @router.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses=text("`?format=table`: the scores as a table"),
+    )
     async def score(
         body: ScoreRequest, request: Request, format: Annotated[Literal["json", "table"], Query()] = "json"
     ) -> Response:
@@ -138,7 +142,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
     async def get_policy(svc: Service) -> PolicyInfo:
         return policy_info(svc)
 
-    @router.post("/v1/policy", response_model=PolicyInfo)
+    @router.post("/v1/policy", response_model=PolicyInfo, responses=errors(409))
     async def load_policy(body: LoadPolicy, svc: Service) -> PolicyInfo:
         async with reload_lock:  # one load at a time; scoring goes on with the old version meanwhile
             await asyncio.to_thread(svc.load_policy, body.path, body.version)
