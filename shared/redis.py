@@ -23,10 +23,15 @@ from shared.launch import free_port, stop_process, tie_to_parent
 class EmbeddedRedis:
     """A Valkey server process on 127.0.0.1 that lives as long as this object."""
 
-    def __init__(self, port: int | None = None, *, die_with_parent: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, die_with_parent: bool = False, append_only_dir: str | None = None
+    ) -> None:
+        """`append_only_dir`: keep an append-only file there (fsync every second), so that a server
+        started again on the same directory has what this one had."""
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="sdar-redis-")
+        data = append_only_dir or self._dir.name
         self._process = subprocess.Popen(
             [
                 str(get_binary_path()),
@@ -37,9 +42,9 @@ class EmbeddedRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if append_only_dir else "no",
                 "--dir",
-                self._dir.name,
+                data,
                 "--logfile",
                 os.path.join(self._dir.name, "server.log"),
             ],

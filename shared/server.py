@@ -268,3 +268,20 @@ def map_errors(app: FastAPI, table: dict[type[Exception], tuple[int, str]]) -> N
             return error_response(status, code, str(exc))
 
         app.add_exception_handler(exc_type, handler)
+
+
+def serve(app: FastAPI, host: str, port: int, name: str) -> None:
+    """Run `app` under uvicorn until stopped, printing `<name> listening on http://HOST:PORT` once it
+    is up (the port the system chose, for `--port 0`)."""
+    import uvicorn
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                for server in self.servers:
+                    for sock in server.sockets:
+                        bound_host, bound_port = sock.getsockname()[:2]
+                        print(f"{name} listening on http://{bound_host}:{bound_port}", flush=True)
+
+    Announcing(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

@@ -35,12 +35,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import uvicorn
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.model_specs import DTYPE_NAMES, BadCheckpoint, ModelNotFound, check_spec, shown
-from shared.server import HttpMetrics, api_router, errors, install_common, map_errors
+from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, serve
 from shared.teacher_wire import LoadPolicy
 from trainer.generation import GenerationError, Sampling, named_version
 
@@ -387,8 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0 <= args.temperature <= 10 or not 0 < args.top_p <= 1:
         parser.error("--temperature must be in [0, 10] and --top-p in (0, 1]")
-    if not 0 < args.port < 65536 or args.max_context < 16:
-        parser.error("--port must be 1..65535 and --max-context at least 16")
+    if not 0 <= args.port < 65536 or args.max_context < 16:
+        parser.error("--port must be 0..65535 (0: any free port) and --max-context at least 16")
     try:
         check_spec(args.model)
     except ModelNotFound as e:
@@ -398,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     loaded = load_model(args.model, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
     sampling = Sampling(args.temperature, args.top_p)
     app = create_app(loaded, sampling, token=args.token, max_context=args.max_context, cache_dir=args.cache_dir)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve(app, args.host, args.port, "completions server")
 
 
 if __name__ == "__main__":

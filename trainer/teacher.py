@@ -5,6 +5,7 @@ over HTTP, which is told of every new policy version."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from shared.teacher_wire import ScoreItem, ScoreRequest
 
 MAX_ITEMS = 256
 """Items per score request (the contract's limit)."""
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -87,21 +89,39 @@ class TeacherServiceError(RuntimeError):
 
 
 class HTTPTeacher:
-    """A teacher service (`python -m services.teacher`) that loads every new checkpoint."""
+    """A teacher service (`python -m services.teacher`) that loads every new checkpoint.
 
-    def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 600.0) -> None:
+    Every call is retried on a transport error or a 429/502/503/504 (scoring only reads; a publish
+    whose answer was lost is recognised by the version it left). A service that restarted on an
+    older policy than the one published here is given that checkpoint again before it scores."""
+
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout_s: float = 600.0, retries: int = 6, backoff_s: float = 0.5
+    ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        self.retries, self.backoff_s = retries, backoff_s
+        self.published: tuple[Path, int] | None = None
 
-    def _post(self, route: str, body: dict[str, Any]) -> Any:
-        try:
-            response = self.client.post(route, json=body)
-        except httpx.TransportError as e:
-            raise TeacherServiceError(f"teacher service at {self.url} unreachable: {e}") from None
-        if response.status_code >= 400:
-            raise TeacherServiceError(f"teacher service {route}: {response.status_code} {response.text[:300]}")
-        return response.json()
+    def _post(self, route: str, body: dict[str, Any], *, ok: tuple[int, ...] = ()) -> Any:
+        """The reply's JSON (None for a status in `ok`), after the retries."""
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self.client.post(route, json=body)
+            except httpx.TransportError as e:
+                if last:
+                    raise TeacherServiceError(f"teacher service at {self.url} unreachable: {e}") from None
+            else:
+                if response.status_code in ok:
+                    return None
+                if response.status_code < 400:
+                    return response.json()
+                if response.status_code not in RETRY_STATUSES or last:
+                    raise TeacherServiceError(f"teacher service {route}: {response.status_code} {response.text[:300]}")
+            time.sleep(min(self.backoff_s * 2**attempt, 10.0))
+        raise AssertionError("unreachable")
 
     def health(self) -> dict[str, Any]:
         try:
@@ -119,12 +139,25 @@ class HTTPTeacher:
     def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
         out: list[list[float]] = []
         for request in requests(queries):
-            reply = self._post("/v1/score", request.model_dump(exclude_none=True))
+            body = request.model_dump(exclude_none=True)
+            reply = self._post("/v1/score", body)
+            if self.published is not None and reply["policy_version"] < self.published[1]:
+                self.publish(*self.published)  # it restarted on older weights: give it the policy again
+                reply = self._post("/v1/score", body)
+                if reply["policy_version"] < self.published[1]:
+                    raise TeacherServiceError(
+                        f"teacher service scored with policy version {reply['policy_version']}, older than the "
+                        f"published {self.published[1]}"
+                    )
             out += [item["teacher_logprobs"] for item in reply["items"]]
         return out
 
     def publish(self, checkpoint: Path, version: int) -> None:
-        self._post("/v1/policy", {"path": str(checkpoint.resolve()), "version": version})
+        """The service loads `checkpoint` as policy `version` (already there, after a retry: done)."""
+        refused = self._post("/v1/policy", {"path": str(checkpoint.resolve()), "version": version}, ok=(409,)) is None
+        if refused and self.version() < version:
+            raise TeacherServiceError(f"teacher service refused policy version {version} as not newer")
+        self.published = (checkpoint, version)
 
     def close(self) -> None:
         self.client.close()

@@ -62,9 +62,8 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    import uvicorn  # the server and the envs, once the flags are checked
-
     from services.envs.app import StoreUnreachable, create_app, wait_for_store
+    from shared.server import serve  # the server and the envs, once the flags are checked
 
     if settings.redis_url:  # never come up against a store that is not there: one line, non-zero
         from services.envs.store import RedisEpisodeStore
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(reachable())
         except StoreUnreachable as e:
             sys.exit(f"python -m services.envs: error: {e} (--redis-url, SDAR_REDIS_WAIT_S)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    serve(create_app(settings), settings.host, settings.port, "env service")
 
 
 if __name__ == "__main__":

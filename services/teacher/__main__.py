@@ -46,16 +46,15 @@ def parse_args(argv: list[str] | None = None) -> TeacherSettings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    import uvicorn  # torch, transformers and the server, once the flags are checked
-
     from services.teacher.app import create_app
     from services.teacher.service import PolicyError, TeacherService
+    from shared.server import serve  # torch, transformers and the server, once the flags are checked
 
     try:
         service = TeacherService(settings)  # load before listening: a bad model never opens the port
     except (ModelNotFound, PolicyError, ValueError) as e:
         sys.exit(f"python -m services.teacher: error: {e}")
-    uvicorn.run(create_app(settings, service=service), host=settings.host, port=settings.port, log_level="warning")
+    serve(create_app(settings, service=service), settings.host, settings.port, "teacher")
 
 
 if __name__ == "__main__":
