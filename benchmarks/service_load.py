@@ -19,6 +19,7 @@ import asyncio
 import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -65,20 +66,23 @@ async def env_load(episodes: int, steps: int) -> None:
                 for route in ("batch", "single"):
                     ids = await asyncio.gather(*(open_one(k) for k in range(episodes)))
                     latencies, errors, started = [], 0, time.perf_counter()
+                    codes: Counter[str] = Counter()
                     for n in range(steps):
                         if route == "batch":
                             chunks = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
 
-                            async def batch(c: int, chunk: list[str], n: int = n) -> tuple[float, int, int]:
+                            async def batch(
+                                c: int, chunk: list[str], n: int = n, codes: Counter[str] = codes
+                            ) -> tuple[float, int, int]:
                                 body = {"steps": [{"episode_id": e, "action": "inc", "step": n} for e in chunk]}
                                 t = time.perf_counter()
                                 r = await client.post(f"{replicas[(c + n) % 2]}/v1/episodes:step", json=body)
-                                bad = (
-                                    len(chunk)
-                                    if r.status_code != 200
-                                    else sum("error" in x for x in r.json()["results"])
-                                )
-                                return time.perf_counter() - t, len(chunk), bad
+                                if r.status_code != 200:
+                                    codes[str(r.status_code)] += len(chunk)
+                                    return time.perf_counter() - t, len(chunk), len(chunk)
+                                failed = [x["error"]["code"] for x in r.json()["results"] if "error" in x]
+                                codes.update(failed)
+                                return time.perf_counter() - t, len(chunk), len(failed)
 
                             results = await asyncio.gather(*(batch(c, chunk) for c, chunk in enumerate(chunks)))
                             for seconds, count, bad in results:
@@ -99,7 +103,7 @@ async def env_load(episodes: int, steps: int) -> None:
                     wall = time.perf_counter() - started
                     print(
                         f"| {route} route | {episodes} | {len(latencies)} | {quantiles(latencies)} | "
-                        f"{len(latencies) / wall:,.0f} | {errors} |",
+                        f"{len(latencies) / wall:,.0f} | {errors} |" + (f" {dict(codes)}" if codes else ""),
                         flush=True,
                     )
 

@@ -202,7 +202,12 @@ class RedisEpisodeStore(EpisodeStore):
     def __init__(self, url: str, ttl_s: float, capacity: int, prefix: str = "sdar:envs:") -> None:
         super().__init__(ttl_s, capacity)
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
+        # a bounded pool that makes a caller wait for a connection, rather than fail with "Too many
+        # connections" when a thousand steps arrive at once
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=20, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+        )
+        self._redis = aioredis.Redis.from_pool(pool)  # closed with it
         self._create = self._redis.register_script(_CREATE)
         self._append = self._redis.register_script(_APPEND)
         self._count = self._redis.register_script(_COUNT)

@@ -232,3 +232,18 @@ async def test_the_completions_server_gives_top_logprobs_and_refuses_another_mod
         generator.model = "gpt-4"
         with pytest.raises(GenerationError, match="serves 'tiny', not 'gpt-4'"):
             await generator.check_model()
+
+
+@pytest.mark.redis
+async def test_hundreds_of_steps_at_once_wait_for_a_store_connection_rather_than_fail(
+    redis_base_url: str, redis_prefix: str
+) -> None:
+    """A batch of 400 steps runs them concurrently: they share a bounded pool of Redis connections and
+    wait for one (redis-py's default pool fails past its size with "Too many connections", a 503)."""
+    async with serve(settings(redis_url=redis_base_url, redis_prefix=redis_prefix, max_body_bytes=1 << 22)) as client:
+        body = {"split": "train", "index": 6}
+        ids = [(await client.post("/v1/envs/counter/episodes", json=body)).json()["episode_id"] for _ in range(400)]
+        steps = [{"episode_id": e, "action": "inc", "step": 0} for e in ids]
+        response = await client.post("/v1/episodes:step", json={"steps": steps})
+        assert response.status_code == 200, response.text[:300]
+        assert all("error" not in r for r in response.json()["results"])
