@@ -35,11 +35,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.model_specs import DTYPE_NAMES, BadCheckpoint, ModelNotFound, check_spec, shown
-from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, serve
+from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, serve, text
 from shared.teacher_wire import LoadPolicy
 from trainer.generation import GenerationError, Sampling, named_version
 
@@ -241,6 +243,10 @@ def create_app(
         return {"status": "ok", "model": loaded.spec}
 
     router = api_router(token)
+
+    @router.get("/metrics", response_class=PlainTextResponse, responses=text("Prometheus metrics"))
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def served_names() -> list[str]:
         """The model, then the adapter names it answers to (vLLM lists its adapters as models)."""
