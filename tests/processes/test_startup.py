@@ -51,3 +51,22 @@ def test_an_env_service_will_not_come_up_against_an_unreachable_redis() -> None:
     assert (
         out.stderr.strip().splitlines()[-1].startswith("python -m services.envs: error: the redis store is unreachable")
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("services.teacher", []),
+        ("trainer.openai_server", []),
+        ("trainer.rollout", ["--env", "counter", "--groups", "1", "--group-size", "2"]),
+    ],
+)
+def test_a_model_name_too_long_for_the_system_is_a_one_line_error(module: str, args: list[str]) -> None:
+    name = "/tmp/" + "m" * 300  # ENAMETOOLONG from the file system, not a traceback
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args, "--model", name], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"python -m {module}: error: no model at") and "File name too long" in last, last
