@@ -205,7 +205,17 @@ def load_checkpoint(path: str, *, cache_dir: Path | None = None, dtype: torch.dt
         if adapter:
             return load_model(str(directory), cache_dir=cache_dir, dtype=dtype).model
         return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
-    except (OSError, ValueError, ModelNotFound, SafetensorError) as e:  # missing or corrupt files
+    except (
+        OSError,
+        ValueError,
+        ModelNotFound,
+        SafetensorError,
+        RuntimeError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as e:
+        # missing or corrupt files, weights of another shape than the config, an adapter config that is not one
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise BadCheckpoint(f"cannot load {shown(path)}: {reason}") from None
 

@@ -57,9 +57,9 @@ def strict_json(body: bytes) -> Any:
                 raise json.JSONDecodeError("a string holds a NUL character (\\u0000)", "", 0)
         elif isinstance(node, dict):
             stack.extend(node)
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+            stack.extend(v for v in node.values() if isinstance(v, str | dict | list))
+        elif isinstance(node, list):  # token ids: thousands of integers, skipped without a push
+            stack.extend(v for v in node if isinstance(v, str | dict | list))
     return value
 
 

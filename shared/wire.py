@@ -189,6 +189,7 @@ class RetrieveRequest(Request):
 
 class RetrieveResponse(Response):
     """`{"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}` for the batch form (bare
-    documents without `return_scores`); `{"result": "Doc 1: ...\nDoc 2: ...\n"}` for the single form."""
+    documents with `return_scores: false`; scores are on by default); `{"result": "Doc 1: ...\nDoc
+    2: ...\n"}` for the single form."""
 
     result: list[list[dict[str, Any]]] | str

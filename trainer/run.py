@@ -702,6 +702,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"config:\n{config.model_dump_json(indent=2)}", flush=True)
     print(f"run directory: {directory}" + (f" ({world} learner processes)" if world > 1 else ""), flush=True)
+    if args.env_url is None and args.teacher_url is None and args.redis_url is None and not os.environ.get("REDIS_URL"):
+        from trainer.stack import running_stack  # given URLs win; then a running stack; then our own
+
+        found, why = running_stack(config.env, config.model, config.algorithm.needs_teacher)
+        if found is not None:
+            teacher = f", teacher {found.teacher_url}" if found.teacher_url else ""
+            print(f"using the running stack: env service {found.env_url}, Redis {found.redis_url}{teacher}", flush=True)
+            args.env_url, args.redis_url, args.teacher_url = found.env_url, found.redis_url, found.teacher_url
+        else:
+            log.info("no running stack (%s): starting the embedded services", why)
     run = Run(config, directory, args)
     with contextlib.ExitStack() as stack:
         try:

@@ -91,7 +91,7 @@ class TeacherServiceError(RuntimeError):
 class HTTPTeacher:
     """A teacher service (`python -m services.teacher`) that loads every new checkpoint.
 
-    Every call is retried on a transport error or a 429/502/503/504 (scoring only reads; a publish
+    Scoring and publishing are retried on a transport error or a 429/502/503/504 (scoring only reads; a publish
     whose answer was lost is recognised by the version it left). A service that restarted on an
     older policy than the one published here is given that checkpoint again before it scores."""
 
@@ -155,8 +155,8 @@ class HTTPTeacher:
     def publish(self, checkpoint: Path, version: int) -> None:
         """The service loads `checkpoint` as policy `version` (already there, after a retry: done)."""
         refused = self._post("/v1/policy", {"path": str(checkpoint.resolve()), "version": version}, ok=(409,)) is None
-        if refused and self.version() < version:
-            raise TeacherServiceError(f"teacher service refused policy version {version} as not newer")
+        if refused and (served := self.version()) != version:  # a newer one is another trainer's
+            raise TeacherServiceError(f"teacher service refused policy version {version}: it serves {served}")
         self.published = (checkpoint, version)
 
     def close(self) -> None:

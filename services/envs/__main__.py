@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             asyncio.run(reachable())
+        except ValueError as e:  # not a redis:// URL
+            sys.exit(f"python -m services.envs: error: --redis-url: {e}")
         except StoreUnreachable as e:
             sys.exit(f"python -m services.envs: error: {e} (--redis-url, SDAR_REDIS_WAIT_S)")
     serve(create_app(settings), settings.host, settings.port, "env service")

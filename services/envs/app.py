@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -63,6 +64,12 @@ class Metrics(HttpMetrics):
         self.open = Gauge("sdar_env_open_episodes", "Open episodes in the store", registry=self.registry)
 
 
+def unreachable(exc: BaseException) -> JSONResponse:
+    response = error_response(503, "store_unreachable", f"the episode store is unreachable: {exc}")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def wait_for_store(store: EpisodeStore, wait_s: float) -> None:
     """Until the store answers, at most `wait_s` seconds, saying so once; then `StoreUnreachable`, so
     that a service never comes up to fail every request."""
@@ -105,7 +112,11 @@ def create_app(
             if settings.redis_url
             else MemoryEpisodeStore(settings.episode_ttl_s, settings.max_open_episodes)
         )
-        await wait_for_store(episode_store, settings.redis_wait_s)
+        try:
+            await wait_for_store(episode_store, settings.redis_wait_s)
+        except BaseException:
+            await episode_store.close()
+            raise
         app.state.service = EpisodeService(
             hosted,
             episode_store,
@@ -130,10 +141,7 @@ def create_app(
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
     async def store_down(_: Request, exc: redis.RedisError) -> JSONResponse:
-        # retryable: every step is idempotent, and the service heals when the store comes back
-        response = error_response(503, "store_unreachable", f"the episode store is unreachable: {exc}")
-        response.headers["Retry-After"] = "1"
-        return response
+        return unreachable(exc)  # retryable: every step is idempotent, and the service heals
 
     @app.exception_handler(UnknownTask)
     @app.exception_handler(UnknownResource)
@@ -145,7 +153,7 @@ def create_app(
         try:
             await asyncio.wait_for(svc.store.ping(), timeout=2.0)
         except Exception as e:  # noqa: BLE001 - any failure to reach the store is "unhealthy"
-            return error_response(503, "store_unreachable", f"{svc.store.kind} store unreachable: {e}")
+            return unreachable(e)
         body = Health(status="ok", store=svc.store.kind, envs=sorted(svc.envs))
         return JSONResponse(body.model_dump())
 
@@ -155,7 +163,8 @@ def create_app(
     async def prometheus(svc: Service) -> Response:
         for name, cache in svc.caches.items():
             metrics.live.labels(name).set(len(cache))
-        metrics.open.set(await svc.store.count())
+        with contextlib.suppress(redis.RedisError, OSError):  # the rest of the metrics, even with the store down
+            metrics.open.set(await svc.store.count())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/v1/envs", response_model=list[EnvInfo])
@@ -201,7 +210,7 @@ def create_app(
         return svc.env(env).lookup(collection, key)
 
     @router.post(
-        "/v1/envs/{env}/episodes", response_model=Episode, status_code=201, responses=errors(404, 409, 429, 503)
+        "/v1/envs/{env}/episodes", response_model=Episode, status_code=201, responses=errors(404, 409, 429, 502, 503)
     )
     async def create_episode(env: str, body: CreateEpisode, svc: Service) -> Episode:
         return await svc.create(env, body)
@@ -222,7 +231,12 @@ def create_app(
                 except ServiceError as e:
                     results[i] = ErrorBody(error=ErrorDetail(code=e.code, message=e.message, **e.extra))
 
-        await asyncio.gather(*(run(indices) for indices in by_episode.values()))
+        # every episode's steps run to the end, then a store outage fails the batch as a whole (a 503 the
+        # client retries: the steps applied answer their recorded results again)
+        outcomes = await asyncio.gather(*(run(indices) for indices in by_episode.values()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return BatchStepResponse(results=results)
 
     @router.post("/v1/episodes/{episode_id}/step", response_model=StepResult, responses=errors(404, 409, 502, 503))

@@ -228,6 +228,9 @@ class EpisodeService:
         except StoreFull:
             simulator.close()
             raise AtCapacity(f"the store holds {self.store.capacity} open episodes; close some or wait") from None
+        except BaseException:  # the store is down, the request cancelled: the simulator goes back, never kept
+            simulator.close()
+            raise
         if not created:  # a concurrent create with the same client-chosen id won
             simulator.close()
             existing = await self.store.get(episode_id)

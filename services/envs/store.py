@@ -208,6 +208,12 @@ class RedisEpisodeStore(EpisodeStore):
             url, max_connections=64, timeout=20, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
         )
         self._redis = aioredis.Redis.from_pool(pool)  # closed with it
+        # the health check's own connection, so a pool busy with steps never reads as a store that is down
+        self._health = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=2, timeout=2, socket_timeout=2, socket_connect_timeout=2
+            )
+        )
         self._create = self._redis.register_script(_CREATE)
         self._append = self._redis.register_script(_APPEND)
         self._count = self._redis.register_script(_COUNT)
@@ -271,7 +277,8 @@ class RedisEpisodeStore(EpisodeStore):
         return int(await self._count(keys=[self._open_key]))
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        await self._health.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._health.aclose()

@@ -249,6 +249,9 @@ class Batcher:
     async def _score(self, batch: list[tuple[Prepared, asyncio.Future[ScoreResponse]]]) -> None:
         """One pass for the batch; if it fails, each request again on its own, so that a request the
         checks let through but the pass cannot take fails alone and not its batch-mates."""
+        batch = [(p, f) for p, f in batch if not f.done()]  # a caller that gave up is not scored
+        if not batch:
+            return
         try:
             responses = await asyncio.to_thread(self.service.score_prepared, [p for p, _ in batch], self.on_batch)
         except Exception as e:  # noqa: BLE001 - handed to the waiting caller(s)

@@ -80,8 +80,13 @@ def test_a_rollout_goes_through_a_redis_restart_and_loses_nothing(tmp_path: Path
         store.stop()
 
 
-def test_a_teacher_killed_and_restarted_under_a_waiting_client_gives_the_same_scores() -> None:
+def test_a_teacher_killed_and_restarted_under_a_waiting_client_gives_the_same_scores(tmp_path: Path) -> None:
+    """The client retries through the outage; the teacher comes back on its base weights (version 0),
+    and the client gives it the checkpoint it had published (version 3) before it scores."""
     loaded = load_model("tiny")
+    checkpoint = tmp_path / "step-3"
+    loaded.model.save_pretrained(checkpoint)
+    loaded.tokenizer.save_pretrained(checkpoint)
     prompt = chat_prompt_ids(loaded.tokenizer, [{"role": "user", "content": "Your task is to: heat some egg."}])
     queries = [
         Query(prompt, [27, 4113, 29, 1257], "alfworld", "heat some egg", {"task_type": "pick_heat_then_place_in_recep"})
@@ -90,6 +95,7 @@ def test_a_teacher_killed_and_restarted_under_a_waiting_client_gives_the_same_sc
     # the first teacher holds each batch 1 s, so the client's request is in flight when it is killed
     first = ServiceProcess("services.teacher", ["--model", "tiny", "--batch-wait-ms", "1000"], port=port)
     client = HTTPTeacher(first.url, backoff_s=0.5, retries=8)
+    client.publish(checkpoint, 3)
     reference = client.logprobs(queries)
     got: list[list[list[float]]] = []
     waiting = threading.Thread(target=lambda: got.append(client.logprobs(queries)))
@@ -98,9 +104,10 @@ def test_a_teacher_killed_and_restarted_under_a_waiting_client_gives_the_same_sc
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(timeout=10)
     time.sleep(1.0)
-    with ServiceProcess("services.teacher", ["--model", "tiny"], port=port):
+    with ServiceProcess("services.teacher", ["--model", "tiny"], port=port) as second:
         waiting.join(timeout=120)
         assert not waiting.is_alive()
+        assert httpx.get(f"{second.url}/v1/policy").json()["policy_version"] == 3  # published again
     client.close()
     (again,) = got
     for a, b in zip(again, reference, strict=True):

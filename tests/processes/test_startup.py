@@ -21,6 +21,7 @@ pytestmark = pytest.mark.processes
         ("trainer.openai_server", ["--model", "tiny"], "completions server"),
     ],
 )
+@pytest.mark.timeout(120)  # a service that never says where it listens would block the read
 def test_a_service_on_port_0_prints_the_address_it_listens_on(module: str, args: list[str], name: str) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args, "--port", "0"],

@@ -66,7 +66,10 @@ async def test_a_failure_inside_a_batched_pass_is_retried_without_the_request_it
     async with teacher(batch_wait_ms=300, max_prompt_tokens=100000, max_response_tokens=100000) as (client, svc):
         original = svc.scorer.logprobs
 
+        passes: list[int] = []
+
         def fragile(model: Any, pairs: Any, *args: Any, **kwargs: Any) -> Any:
+            passes.append(len(pairs))
             if any(len(r) == 40 for _, r in pairs):  # the pass that holds the long item breaks
                 raise RuntimeError("the forward pass broke")
             return original(model, pairs, *args, **kwargs)
@@ -78,6 +81,7 @@ async def test_a_failure_inside_a_batched_pass_is_retried_without_the_request_it
             client.post("/v1/score", json={"items": [long_prompt]}),
             return_exceptions=True,
         )
+    assert max(passes) > 1  # the long item was batched with others, and they were scored again without it
     assert [r.status_code for r in valid] == [200] * 4
     assert isinstance(broken, RuntimeError)  # in-process transport: the server's own error, raised
 
@@ -247,3 +251,19 @@ async def test_hundreds_of_steps_at_once_wait_for_a_store_connection_rather_than
         response = await client.post("/v1/episodes:step", json={"steps": steps})
         assert response.status_code == 200, response.text[:300]
         assert all("error" not in r for r in response.json()["results"])
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_is_the_requests_own_error() -> None:
+    """In process (no JSON parser in front): a lone surrogate in a message is a `ScoringError` of the
+    request, raised while it is prepared, before any batch."""
+    from services.teacher.scoring import ScoringError
+    from services.teacher.service import TeacherService
+    from shared.settings import TeacherSettings
+    from shared.teacher_wire import ScoreRequest
+
+    service = TeacherService(TeacherSettings(model="tiny"))
+    request = ScoreRequest.model_validate(
+        {"items": [{"messages": [{"role": "user", "content": "a\ud800"}], "response_text": "x", "env": "alfworld"}]}
+    )
+    with pytest.raises(ScoringError, match="cannot be tokenized"):
+        service.prepare(request)
