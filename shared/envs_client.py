@@ -4,6 +4,11 @@ Every call is safe to retry, so both clients retry transport failures and 429/50
 with exponential backoff: steps are idempotent (a step index with the action already recorded
 returns the recorded result), and `create` sends a client-chosen `episode_id`, so a retried create
 returns the episode it already made instead of a second one.
+
+A client may be given several replicas of one env service (a list, or URLs joined by commas): every
+replica serves every episode (they share the store), so an episode's calls go to the replica its id
+hashes to (where its live simulator is likely cached), and a call that fails there is tried on the
+next replica at once; the backoff comes after a whole round of replicas has failed.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -59,6 +65,8 @@ class _Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     ok_statuses: frozenset[int] = frozenset()
     """Error statuses that mean success on a retry (e.g. 404 for a retried DELETE)."""
+    key: str | None = None
+    """The episode it is about: its calls start on the same replica."""
 
 
 def _error(response: httpx.Response) -> EnvServiceError:
@@ -95,12 +103,12 @@ class _Calls:
     @staticmethod
     def create(env: str, request: CreateEpisode) -> _Call[Episode]:
         body = request.model_dump(exclude_none=True)
-        return _Call("POST", f"/v1/envs/{env}/episodes", _model(Episode), json=body)
+        return _Call("POST", f"/v1/envs/{env}/episodes", _model(Episode), json=body, key=request.episode_id)
 
     @staticmethod
     def step(episode_id: str, action: str, step: int) -> _Call[StepResult]:
         body = StepRequest(action=action, step=step).model_dump()
-        return _Call("POST", f"/v1/episodes/{episode_id}/step", _model(StepResult), json=body)
+        return _Call("POST", f"/v1/episodes/{episode_id}/step", _model(StepResult), json=body, key=episode_id)
 
     @staticmethod
     def step_many(items: list[BatchStepItem]) -> _Call[list[StepResult | ErrorBody]]:
@@ -111,7 +119,7 @@ class _Calls:
 
     @staticmethod
     def record(episode_id: str) -> _Call[EpisodeRecord]:
-        return _Call("GET", f"/v1/episodes/{episode_id}", _model(EpisodeRecord))
+        return _Call("GET", f"/v1/episodes/{episode_id}", _model(EpisodeRecord), key=episode_id)
 
     @staticmethod
     def lookup(env: str, collection: str, key: str) -> _Call[dict[str, Any]]:
@@ -119,7 +127,9 @@ class _Calls:
 
     @staticmethod
     def delete(episode_id: str) -> _Call[None]:
-        return _Call("DELETE", f"/v1/episodes/{episode_id}", lambda r: None, ok_statuses=frozenset({404}))
+        return _Call(
+            "DELETE", f"/v1/episodes/{episode_id}", lambda r: None, ok_statuses=frozenset({404}), key=episode_id
+        )
 
 
 def _create_request(
@@ -130,23 +140,45 @@ def _create_request(
     )
 
 
+def replica_urls(base_url: str | Sequence[str]) -> list[str]:
+    """One URL, several joined by commas, or a list of them: the replicas, each without a final `/`."""
+    urls = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+    urls = [u.strip().rstrip("/") for u in urls if u.strip()]
+    if not urls:
+        raise ValueError("no env service URL given")
+    return urls
+
+
 class _Base:
-    def __init__(self, base_url: str, token: str | None, timeout: float, retries: int, backoff_s: float) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(
+        self, base_url: str | Sequence[str], token: str | None, timeout: float, retries: int, backoff_s: float
+    ) -> None:
+        self.urls = replica_urls(base_url)
+        self.base_url = self.urls[0]
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
+        self._turn = 0  # calls about no episode take the replicas in turn
 
-    def _delay(self, attempt: int) -> float:
-        return float(self.backoff_s * 2**attempt)
+    def _replica(self, call: _Call[Any], attempt: int) -> int:
+        """Which replica attempt `attempt` of `call` goes to: its episode's, then the next ones."""
+        if attempt == 0 and call.key is None:
+            self._turn += 1
+        start = zlib.crc32(call.key.encode()) if call.key is not None else self._turn
+        return (start + attempt) % len(self.urls)
+
+    def _pause(self, attempt: int) -> float:
+        """The wait before attempt `attempt + 1`: none between replicas of a round, then the backoff."""
+        rounds, place = divmod(attempt, len(self.urls))
+        return float(self.backoff_s * 2**rounds) if place == len(self.urls) - 1 else 0.0
 
     def _settle(
         self, call: _Call[Any], answer: httpx.Response | httpx.TransportError, attempt: int
     ) -> httpx.Response | None:
         """The retry rule, the same for both clients: the response when it is final and good, None
-        when another attempt is worth it; raises a final error."""
-        last = attempt >= self.retries
+        when another attempt is worth it; raises a final error. `retries` counts rounds of replicas."""
+        last = attempt >= (self.retries + 1) * len(self.urls) - 1
         if isinstance(answer, httpx.TransportError):
             if last:
                 raise answer
@@ -163,7 +195,7 @@ class EnvClient(_Base):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token: str | None = None,
         *,
         timeout: float = 120.0,
@@ -172,7 +204,10 @@ class EnvClient(_Base):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, token, timeout, retries, backoff_s)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport)
+        self._https = [
+            httpx.Client(base_url=url, headers=self.headers, timeout=timeout, transport=transport) for url in self.urls
+        ]
+        self._http = self._https[0]
 
     def __enter__(self) -> EnvClient:
         return self
@@ -181,13 +216,15 @@ class EnvClient(_Base):
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        for http in self._https:
+            http.close()
 
     def _send(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
+            http = self._https[self._replica(call, attempt)]
             try:
-                answer: httpx.Response | httpx.TransportError = self._http.request(
+                answer: httpx.Response | httpx.TransportError = http.request(
                     call.method, call.path, json=call.json, params=call.params or None
                 )
             except httpx.TransportError as e:
@@ -195,7 +232,7 @@ class EnvClient(_Base):
             final = self._settle(call, answer, attempt)
             if final is not None:
                 return call.parse(final)
-            time.sleep(self._delay(attempt))
+            time.sleep(self._pause(attempt))
             attempt += 1
 
     def health(self) -> Health:
@@ -241,7 +278,7 @@ class AsyncEnvClient(_Base):
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token: str | None = None,
         *,
         timeout: float = 120.0,
@@ -250,9 +287,11 @@ class AsyncEnvClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, token, timeout, retries, backoff_s)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
-        )
+        self._https = [
+            httpx.AsyncClient(base_url=url, headers=self.headers, timeout=timeout, transport=transport)
+            for url in self.urls
+        ]
+        self._http = self._https[0]
 
     async def __aenter__(self) -> AsyncEnvClient:
         return self
@@ -261,13 +300,15 @@ class AsyncEnvClient(_Base):
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for http in self._https:
+            await http.aclose()
 
     async def _send(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
+            http = self._https[self._replica(call, attempt)]
             try:
-                answer: httpx.Response | httpx.TransportError = await self._http.request(
+                answer: httpx.Response | httpx.TransportError = await http.request(
                     call.method, call.path, json=call.json, params=call.params or None
                 )
             except httpx.TransportError as e:
@@ -275,7 +316,7 @@ class AsyncEnvClient(_Base):
             final = self._settle(call, answer, attempt)
             if final is not None:
                 return call.parse(final)
-            await asyncio.sleep(self._delay(attempt))
+            await asyncio.sleep(self._pause(attempt))
             attempt += 1
 
     async def health(self) -> Health:

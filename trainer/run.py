@@ -167,8 +167,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return args
     for flag in ("env_url", "teacher_url", "openai_url"):
         url = getattr(args, flag)
-        if url is not None and not url.startswith(("http://", "https://")):
-            p.error(f"--{flag.replace('_', '-')} must be an http(s) URL")
+        urls = url.split(",") if flag == "env_url" and url is not None else [url]  # env replicas
+        if url is not None and not all(u.strip().startswith(("http://", "https://")) for u in urls):
+            p.error(
+                f"--{flag.replace('_', '-')} must be an http(s) URL"
+                + (" (or several, by commas)" if flag == "env_url" else "")
+            )
     args.config = None
     try:
         overrides = override_fields(args)
@@ -187,8 +191,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ("openai_url", "completions server"),
     ):
         url = getattr(args, flag)
-        if url is not None and not reachable(url):
-            p.error(f"cannot reach the {name} at {url} (GET /health)")
+        for one in url.split(",") if url is not None else []:
+            if not reachable(one.strip()):
+                p.error(f"cannot reach the {name} at {one.strip()} (GET /health)")
     return args
 
 

@@ -26,26 +26,35 @@ class Stack:
     teacher_url: str | None
 
 
-def _host_port(published: Any) -> int | None:
-    """The host port of a `"127.0.0.1:8101-8104:8001"`-style entry (the first of a range), the
+def _host_ports(published: Any) -> list[int]:
+    """The host ports of a `"127.0.0.1:8101-8104:8001"`-style entry (a range: one a replica), the
     compose file's `${VAR:-default}` read as its default unless the variable is set."""
     text = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), str(published))
-    match = re.fullmatch(r"(?:127\.0\.0\.1:)?(\d+)(?:-\d+)?:\d+", text)
-    return int(match.group(1)) if match else None
+    match = re.fullmatch(r"(?:127\.0\.0\.1:)?(\d+)(?:-(\d+))?:\d+", text)
+    if not match:
+        return []
+    first = int(match.group(1))
+    return list(range(first, int(match.group(2) or first) + 1))
 
 
-def addresses(path: Path) -> dict[str, str]:
-    """Service name -> its address on this host, for every service that publishes a port."""
+def replicas(path: Path) -> dict[str, list[str]]:
+    """Service name -> the addresses on this host it may answer at (one a replica), for every
+    service that publishes a port."""
     import yaml
 
     services = (yaml.safe_load(path.read_text()) or {}).get("services", {})
     out = {}
     for name, service in services.items():
-        ports = [p for p in (_host_port(x) for x in service.get("ports", [])) if p is not None]
+        ports = [p for x in service.get("ports", []) for p in _host_ports(x)]
         if ports:
             scheme = "redis" if name == "redis" else "http"
-            out[name] = f"{scheme}://127.0.0.1:{ports[0]}" + ("/0" if scheme == "redis" else "")
+            out[name] = [f"{scheme}://127.0.0.1:{p}" + ("/0" if scheme == "redis" else "") for p in ports]
     return out
+
+
+def addresses(path: Path) -> dict[str, str]:
+    """Service name -> its first address on this host."""
+    return {name: urls[0] for name, urls in replicas(path).items()}
 
 
 def _json(url: str) -> Any:
@@ -64,12 +73,13 @@ def running_stack(env: str, model: str, needs_teacher: bool) -> tuple[Stack | No
     if not path.is_file():
         return None, f"no compose file at {path}"
     found = addresses(path)
-    env_url, redis_url = found.get(env), found.get("redis")
-    if env_url is None or redis_url is None:
+    candidates, redis_url = replicas(path).get(env), found.get("redis")
+    if not candidates or redis_url is None:
         return None, f"{path.name} publishes no {env} service or no Redis"
-    health = _json(f"{env_url}/health")
-    if not health or env not in health.get("envs", []):
-        return None, f"no {env} env service at {env_url}"
+    up = [url for url in candidates if env in ((_json(f"{url}/health") or {}).get("envs") or [])]
+    if not up:
+        return None, f"no {env} env service at {candidates[0]}"
+    env_url = ",".join(up)  # every replica that answers: the env client spreads episodes over them
     from shared.redis import reachable
 
     if not reachable(redis_url):

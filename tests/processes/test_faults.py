@@ -21,7 +21,7 @@ from shared.models import load_model
 from shared.redis import EmbeddedRedis
 from trainer.teacher import HTTPTeacher, Query
 
-pytestmark = [pytest.mark.processes]
+pytestmark = [pytest.mark.processes, pytest.mark.slow]  # ~20 s: run by .ci/run after the default suite
 
 
 def steps_taken(env_url: str) -> int:

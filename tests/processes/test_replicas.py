@@ -167,3 +167,36 @@ def test_cli_rejects_bad_flags(args: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "services.envs", *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert "usage: python -m services.envs" in out.stderr and "error:" in out.stderr
+
+
+@pytest.mark.slow  # two replicas with ALFWorld loaded; run by .ci/run after the default suite
+def test_one_client_spreads_episodes_over_replicas_and_fails_over_when_one_dies(
+    redis_base_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """`EnvClient([a, b])`: each episode's calls go to the replica its id hashes to, so both replicas
+    serve episodes; with one replica killed, every call goes through the other at once."""
+    import re
+
+    def created(url: str) -> float:
+        text = httpx.get(f"{url}/metrics").text
+        return sum(
+            float(m) for m in re.findall(r'sdar_env_episode_events_total\{env="counter",event="created"\} (\S+)', text)
+        )
+
+    a = replica(redis_base_url, redis_prefix, tmp_path)
+    b = replica(redis_base_url, redis_prefix, tmp_path)
+    try:
+        with EnvClient(f"{a.url},{b.url}", retries=1, backoff_s=0.05) as client:
+            ids = [client.create("counter", split="train", index=4).episode_id for _ in range(20)]
+            assert created(a.url) > 0 and created(b.url) > 0  # spread over both
+            assert created(a.url) + created(b.url) == 20
+            a.kill()
+            started = time.monotonic()
+            for n in range(2):
+                for episode_id in ids:
+                    assert client.step(episode_id, "inc", n).step == n + 1
+            assert time.monotonic() - started < 30  # failing over at once, not after a backoff each
+            assert all([r.step for r in client.record(i).results] == [1, 2] for i in ids)  # each once
+    finally:
+        a.kill()
+        b.kill()

@@ -50,6 +50,7 @@ def test_the_compose_files_addresses_are_read_and_a_missing_stack_is_said_why(
     assert repo["alfworld"] == "http://127.0.0.1:8101" and repo["teacher"] == "http://127.0.0.1:8002"
 
 
+@pytest.mark.slow  # ~17 s: a trainer.run launch; run by .ci/run after the default suite
 def test_the_main_job_with_no_urls_uses_a_running_stack(tmp_path: Path) -> None:
     store = EmbeddedRedis()
     try:
