@@ -94,6 +94,7 @@ def test_client_retries_through_a_restart(redis_base_url: str, redis_prefix: str
                 process.stop()
 
 
+@pytest.mark.slow  # ~11 s of churn; run by .ci/run after the default suite
 def test_abandoned_episodes_stay_bounded_and_expire(redis_base_url: str, redis_prefix: str, tmp_path: Path) -> None:
     ttl_s = 3.0  # shorter than the churn: episodes expire while others are made
     args = [

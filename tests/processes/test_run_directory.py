@@ -17,6 +17,7 @@ pytestmark = pytest.mark.processes
 TINY = ("--max-turns", "3", "--max-new-tokens", "8", "--concurrency", "4")
 
 
+@pytest.mark.slow  # ~15 s: a trainer.run launch and a trainer.eval one; run by .ci/run after the default suite
 def test_a_lora_run_directory_then_trainer_eval_on_it(tmp_path: Path, redis_base_url: str) -> None:
     """One run for both (each trainer.run process costs ~10 s of imports): the run directory of a LoRA
     run, whose checkpoints hold the adapter (full checkpoints load through the same `load_model` on
