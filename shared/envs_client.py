@@ -25,6 +25,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from shared.wire import (
+    RETRY_STATUSES,
     BatchStepItem,
     BatchStepRequest,
     BatchStepResponse,
@@ -40,7 +41,6 @@ from shared.wire import (
 )
 
 T = TypeVar("T")
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class EnvServiceError(Exception):

@@ -11,6 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that mean "try again" from any of the project's services: every client retries them."""
+
 
 class Request(BaseModel):
     """Unknown fields are refused, and so are coerced types: `true` or `"0"` for an integer, `[true]`

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,11 +56,31 @@ def settings(**overrides: object) -> EnvServiceSettings:
 
 
 @contextlib.asynccontextmanager
-async def serve(app_settings: EnvServiceSettings, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:
-    """An app in this process, lifespan included, behind an httpx client."""
-    app = create_app(app_settings, **kwargs)  # type: ignore[arg-type]
+async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Any of the project's apps in this process, lifespan included, behind an httpx client."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
+
+
+@contextlib.asynccontextmanager
+async def serve(app_settings: EnvServiceSettings, **kwargs: object) -> AsyncIterator[httpx.AsyncClient]:
+    """The env service app in this process, lifespan included, behind an httpx client."""
+    async with in_process(create_app(app_settings, **kwargs)) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of a service's Prometheus samples `name` whose labels include `labels`, read from its
+    `/metrics` with prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

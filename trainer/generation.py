@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from shared.rollout_wire import LogprobsMode
+from shared.wire import RETRY_STATUSES
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class OpenAIGenerator:
                     raise GenerationError(f"completions server unreachable: {e}") from e
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
-            if response.status_code in (429, 502, 503, 504) and attempt < self.retries:
+            if response.status_code in RETRY_STATUSES and attempt < self.retries:
                 await asyncio.sleep(0.2 * 2**attempt)
                 continue
             if response.status_code != 200:

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 import httpx
 
 from shared.teacher_wire import ScoreItem, ScoreRequest
+from shared.wire import RETRY_STATUSES
 
 MAX_ITEMS = 256
 """Items per score request (the contract's limit)."""
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ restarted under a waiting client."""
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -19,26 +18,11 @@ from shared.launch import ServiceProcess, free_port
 from shared.model_specs import chat_prompt_ids
 from shared.models import load_model
 from shared.redis import EmbeddedRedis
+from tests.conftest import metric
 from trainer.teacher import HTTPTeacher, Query
 
+STEPS = "sdar_env_episode_events_total"
 pytestmark = [pytest.mark.processes, pytest.mark.slow]  # ~20 s: run by .ci/run after the default suite
-
-
-def steps_taken(env_url: str) -> int:
-    metrics = httpx.get(f"{env_url}/metrics").text
-    return int(
-        sum(float(m) for m in re.findall(r'sdar_env_episode_events_total\{env="counter",event="step"\} (\S+)', metrics))
-    )
-
-
-def answered(env_url: str, status: str) -> int:
-    metrics = httpx.get(f"{env_url}/metrics").text
-    return int(
-        sum(
-            float(m)
-            for m in re.findall(rf'sdar_env_requests_total\{{route="[^"]*",status="{status}"\}} (\S+)', metrics)
-        )
-    )
 
 
 def test_a_rollout_goes_through_a_redis_restart_and_loses_nothing(tmp_path: Path) -> None:
@@ -62,7 +46,11 @@ def test_a_rollout_goes_through_a_redis_restart_and_loses_nothing(tmp_path: Path
                 text=True,
             )
             deadline = time.monotonic() + 120
-            while steps_taken(env.url) < 20 and rollout.poll() is None and time.monotonic() < deadline:
+            while (
+                metric(env.url, STEPS, env="counter", event="step") < 20
+                and rollout.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             assert rollout.poll() is None, "the rollout ended before Redis could be restarted"
             store.stop()
@@ -72,7 +60,7 @@ def test_a_rollout_goes_through_a_redis_restart_and_loses_nothing(tmp_path: Path
             assert rollout.returncode == 0, err[-3000:]
             assert "groups 4, episodes 16" in out and ", 0 fault)" in out, out
             assert "4 of 4 groups written" in out, out
-            assert answered(env.url, "503") > 0  # the outage was seen, and answered as retryable
+            assert metric(env.url, "sdar_env_requests_total", status="503") > 0  # seen, answered as retryable
             client = redis.Redis.from_url(store.url)
             assert client.xlen("faults:groups") == 4
             client.close()

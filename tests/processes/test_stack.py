@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from shared.launch import ServiceProcess, free_port
 from shared.redis import EmbeddedRedis
+from tests.conftest import metric
 from tests.processes.test_trainer_run import ARGS
 from trainer.stack import addresses, running_stack
 
@@ -67,8 +66,7 @@ def test_the_main_job_with_no_urls_uses_a_running_stack(tmp_path: Path) -> None:
             assert out.returncode == 0, out.stderr[-3000:]
             line = f"using the running stack: env service {env.url}, Redis {store.url}"
             assert line in out.stdout and "starting the env service" not in out.stdout
-            metrics = httpx.get(f"{env.url}/metrics").text
-            assert re.search(r'sdar_env_episode_events_total\{env="counter",event="step"\} [1-9]', metrics)
+            assert metric(env.url, "sdar_env_episode_events_total", env="counter", event="step") > 0
         (run,) = (tmp_path / "runs").iterdir()
         prefix = json.loads((run / "config.json").read_text())["redis_prefix"]
         client = redis.Redis.from_url(store.url)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ from services.teacher.app import create_app as teacher_app
 from services.teacher.service import TeacherService
 from shared.models import LoadedModel, load_model
 from shared.settings import TeacherSettings
-from tests.conftest import settings
+from tests.conftest import in_process, settings
 from trainer.generation import Sampling
 from trainer.openai_server import create_app as completions_app
 
@@ -52,14 +51,6 @@ JSON = {"content-type": "application/json"}
 LIMITS = {"env service": LIMIT, "teacher": 64 << 20, "completions server": 16 << 20}
 EPISODE = "no-such-episode"
 PATH_VALUES = {"env": "counter", "collection": "products", "key": "x", "episode_id": EPISODE}
-
-
-@contextlib.asynccontextmanager
-async def in_process(app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://svc", timeout=60) as client:
-            yield client
 
 
 def services() -> dict[str, Any]:
