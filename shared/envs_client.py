@@ -154,7 +154,6 @@ class _Base:
         self, base_url: str | Sequence[str], token: str | None, timeout: float, retries: int, backoff_s: float
     ) -> None:
         self.urls = replica_urls(base_url)
-        self.base_url = self.urls[0]
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.retries = retries
@@ -207,7 +206,6 @@ class EnvClient(_Base):
         self._https = [
             httpx.Client(base_url=url, headers=self.headers, timeout=timeout, transport=transport) for url in self.urls
         ]
-        self._http = self._https[0]
 
     def __enter__(self) -> EnvClient:
         return self
@@ -291,7 +289,6 @@ class AsyncEnvClient(_Base):
             httpx.AsyncClient(base_url=url, headers=self.headers, timeout=timeout, transport=transport)
             for url in self.urls
         ]
-        self._http = self._https[0]
 
     async def __aenter__(self) -> AsyncEnvClient:
         return self

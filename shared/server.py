@@ -28,6 +28,7 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
 
 
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # after decoding, a valid pair is one code point
+ESCAPED_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def strict_json(body: bytes) -> Any:
@@ -47,7 +48,9 @@ def strict_json(body: bytes) -> Any:
         raise json.JSONDecodeError("the body is nested too deeply", "", 0) from None
     except ValueError as e:  # an integer of over 4300 digits, a non-finite number
         raise json.JSONDecodeError(str(e), "", 0) from None
-    stack = [value]
+    # a NUL or a lone surrogate can only arrive as a \u escape (raw, it is not JSON or not UTF-8): walk
+    # the parsed value only when the text has such an escape
+    stack = [value] if ESCAPED_SUSPECT.search(text) else []
     while stack:
         node = stack.pop()
         if isinstance(node, str):

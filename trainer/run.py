@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.envs_client import replica_urls
 from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
 from trainer.presets import ENVS
 
@@ -167,8 +168,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         return args
     for flag in ("env_url", "teacher_url", "openai_url"):
         url = getattr(args, flag)
-        urls = url.split(",") if flag == "env_url" and url is not None else [url]  # env replicas
-        if url is not None and not all(u.strip().startswith(("http://", "https://")) for u in urls):
+        urls = replica_urls(url) if flag == "env_url" and url is not None else [url]  # env replicas
+        if url is not None and not all(u.startswith(("http://", "https://")) for u in urls):
             p.error(
                 f"--{flag.replace('_', '-')} must be an http(s) URL"
                 + (" (or several, by commas)" if flag == "env_url" else "")
@@ -191,9 +192,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ("openai_url", "completions server"),
     ):
         url = getattr(args, flag)
-        for one in url.split(",") if url is not None else []:
-            if not reachable(one.strip()):
-                p.error(f"cannot reach the {name} at {one.strip()} (GET /health)")
+        for one in replica_urls(url) if url is not None else []:
+            if not reachable(one):
+                p.error(f"cannot reach the {name} at {one} (GET /health)")
     return args
 
 

@@ -72,8 +72,8 @@ def running_stack(env: str, model: str, needs_teacher: bool) -> tuple[Stack | No
     path = Path(os.environ.get("SDAR_COMPOSE_FILE", COMPOSE_FILE))
     if not path.is_file():
         return None, f"no compose file at {path}"
-    found = addresses(path)
-    candidates, redis_url = replicas(path).get(env), found.get("redis")
+    found = replicas(path)
+    candidates, redis_url = found.get(env), found.get("redis", [None])[0]
     if not candidates or redis_url is None:
         return None, f"{path.name} publishes no {env} service or no Redis"
     up = [url for url in candidates if env in ((_json(f"{url}/health") or {}).get("envs") or [])]
@@ -84,7 +84,7 @@ def running_stack(env: str, model: str, needs_teacher: bool) -> tuple[Stack | No
 
     if not reachable(redis_url):
         return None, f"no Redis at {redis_url}"
-    teacher_url = found.get("teacher") if needs_teacher else None
+    teacher_url = found.get("teacher", [None])[0] if needs_teacher else None
     if needs_teacher:
         served = _json(f"{teacher_url}/health") if teacher_url else None
         if not served:

@@ -19,6 +19,7 @@ from shared.model_specs import chat_prompt_ids
 from shared.models import load_model
 from shared.redis import EmbeddedRedis
 from tests.conftest import metric
+from tests.service.test_teacher import save_tiny
 from trainer.teacher import HTTPTeacher, Query
 
 STEPS = "sdar_env_episode_events_total"
@@ -72,9 +73,7 @@ def test_a_teacher_killed_and_restarted_under_a_waiting_client_gives_the_same_sc
     """The client retries through the outage; the teacher comes back on its base weights (version 0),
     and the client gives it the checkpoint it had published (version 3) before it scores."""
     loaded = load_model("tiny")
-    checkpoint = tmp_path / "step-3"
-    loaded.model.save_pretrained(checkpoint)
-    loaded.tokenizer.save_pretrained(checkpoint)
+    checkpoint = save_tiny(tmp_path / "step-3", seed=3)  # other weights than the base the teacher restarts on
     prompt = chat_prompt_ids(loaded.tokenizer, [{"role": "user", "content": "Your task is to: heat some egg."}])
     queries = [
         Query(prompt, [27, 4113, 29, 1257], "alfworld", "heat some egg", {"task_type": "pick_heat_then_place_in_recep"})

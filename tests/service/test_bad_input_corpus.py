@@ -53,16 +53,16 @@ EPISODE = "no-such-episode"
 PATH_VALUES = {"env": "counter", "collection": "products", "key": "x", "episode_id": EPISODE}
 
 
-def services() -> dict[str, Any]:
+def service(name: str) -> Any:
+    """The app called `name`, built on its own."""
+    if name == "env service":
+        return env_app(settings(max_body_bytes=LIMIT))
     tiny = load_model("tiny")
-    teacher_settings = TeacherSettings(model="tiny")
-    return {
-        "env service": env_app(settings(max_body_bytes=LIMIT)),
-        "teacher": teacher_app(teacher_settings, service=TeacherService(teacher_settings, tiny)),
-        "completions server": completions_app(
-            LoadedModel(copy.deepcopy(tiny.model), tiny.tokenizer, "tiny", "tiny"), Sampling(1.0), max_context=64
-        ),
-    }
+    if name == "teacher":
+        teacher_settings = TeacherSettings(model="tiny")
+        return teacher_app(teacher_settings, service=TeacherService(teacher_settings, tiny))
+    served = LoadedModel(copy.deepcopy(tiny.model), tiny.tokenizer, "tiny", "tiny")
+    return completions_app(served, Sampling(1.0), max_context=64)
 
 
 def routes(app: Any) -> list[tuple[str, str, bool]]:
@@ -86,7 +86,7 @@ def assert_error_body(response: httpx.Response, what: str) -> None:
 
 @pytest.mark.parametrize("name", ["env service", "teacher", "completions server"])
 async def test_every_route_answers_the_corpus_with_a_4xx_and_the_error_body(name: str) -> None:
-    app = services()[name]
+    app = service(name)
     async with in_process(app) as client:
         posts = [path for method, path, body in routes(app) if method == "POST" and body]
         assert posts, name
