@@ -10,6 +10,7 @@ switched off for the process (`HF_HUB_OFFLINE=1`): nothing is downloaded at run 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,24 @@ def body(model: Any) -> Any:
     adapter, the base model's own, its layers holding the adapter)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return inner.base_model
+
+
+DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"
+"""The devices the entry points take: `cpu`, `cuda` (under torchrun: `LOCAL_RANK`'s GPU), `cuda:N`."""
+
+
+def torch_device(name: str) -> Any:
+    """The torch device `name` (`DEVICE_PATTERN`) names for this process, or a one-line `ValueError`
+    where this machine has none such."""
+    import torch
+
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise ValueError(f"device {name!r}: expected cpu, cuda or cuda:N")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name}: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    index = int(name.partition(":")[2] or os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device {name}: there are {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)

@@ -74,13 +74,13 @@ def save(
     progress: Progress,
     model: Any,
     tokenizer: Any,
-    optimizer: Any,
-    scheduler: Any,
+    trainer_state: dict[str, Any],
     keep: int = 2,
     merge: bool = False,
 ) -> Path:
     """Write a checkpoint of this step under `directory` and prune to the last `keep`; returns its path.
-    `merge`: a LoRA policy's checkpoint also holds `merged/`, the base with the adapter merged in."""
+    `trainer_state`: the optimizer's and the scheduler's (`Learner.trainer_state`). `merge`: a LoRA
+    policy's checkpoint also holds `merged/`, the base with the adapter merged in."""
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{progress.step:06d}"
     for stale in directory.glob(".tmp-*"):  # saves a kill interrupted: never complete, never used
@@ -94,7 +94,7 @@ def save(
 
         merged(model).save_pretrained(tmp / "merged", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "merged")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt")
+    torch.save(trainer_state, tmp / "trainer_state.pt")
     (tmp / "progress.json").write_text(json.dumps(asdict(progress) | {"rng": rng_state()}))
     _fsync_tree(tmp)
     if final.exists():  # a run that reuses a step number (a resume of a copied run directory)
@@ -123,7 +123,7 @@ def read_progress(path: Path) -> tuple[Progress, dict[str, Any]]:
     return Progress(**raw), rng
 
 
-def load_trainer_state(path: Path, optimizer: Any, scheduler: Any) -> None:
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+def trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's optimizer and scheduler state, for `Learner.load_trainer_state`."""
+    state: dict[str, Any] = torch.load(path / "trainer_state.pt", weights_only=True)
+    return state

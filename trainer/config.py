@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.model_specs import DTYPE_NAMES
+from shared.model_specs import DEVICE_PATTERN, DTYPE_NAMES
 from trainer.adapters import LoraSettings
 from trainer.algorithms import AlgorithmConfig
 from trainer.algorithms.sdar import SDAR
@@ -78,6 +78,9 @@ class RunConfig(BaseModel):
     group older than that is dropped (and counted), and off-policy samples are corrected by truncated
     importance sampling (`learner.is_correction`, `learner.is_cap`). In process, generation then runs
     on a copy of the weights."""
+    device: str = Field(default="cpu", pattern=DEVICE_PATTERN)
+    """Where the models run: `cpu`, `cuda` (under torchrun each process its `LOCAL_RANK`'s GPU, the
+    process group NCCL's for the tensors and gloo's for the rest) or `cuda:N`."""
     keep_checkpoints: int = Field(default=2, ge=1)
     redis_prefix: str = ""
     """Default: `sdar:run:<run name>-<random>:`, so runs never share a stream."""

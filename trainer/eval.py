@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec
+from shared.model_specs import DTYPE_NAMES, ModelNotFound, check_spec, torch_device
 from trainer.presets import ENVS
 
 
@@ -41,6 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, help="episodes in flight (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the record as JSON")
     p.add_argument("--env-url", help="an env service to use (default: one started here)")
     p.add_argument("--cache-dir", type=Path, help="where models and generated games are cached")
@@ -54,6 +55,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.env_url is not None and not args.env_url.startswith(("http://", "https://")):
         p.error("--env-url must be an http(s) URL")
     try:
+        if args.device != "cpu":
+            torch_device(args.device)
         args.weights, args.run = locate(args.checkpoint) if args.checkpoint else (args.model, None)
         if args.checkpoint is None:
             check_spec(args.model)
@@ -112,6 +115,7 @@ async def play(args: argparse.Namespace, chosen: dict[str, Any], env_url: str) -
     from trainer.evaluation import evaluate
 
     loaded = load_model(args.weights, cache_dir=args.cache_dir, dtype=DTYPES[args.dtype])
+    loaded.model.to(torch_device(args.device))
     agent = protocol(chosen["env"])
     if chosen["history"] is not None:
         agent = dataclasses.replace(agent, history=chosen["history"])

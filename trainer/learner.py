@@ -28,6 +28,7 @@ Checkpointing, acknowledging the groups and publishing the new weights are the c
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,11 @@ class LearnerConfig(BaseModel):
     `old_logprobs="sampler"` the PPO ratio is already taken against mu and no weight applies."""
     is_cap: float = Field(default=2.0, gt=0)
     """The importance weights' cap (verl's and ms-swift's default threshold, 2.0)."""
+    sharding: Literal["replicate", "fsdp"] = "replicate"
+    """On several processes (torchrun): `replicate` keeps a whole copy of the weights and the
+    optimizer on each and sums the gradients; `fsdp` shards them over the processes (FSDP2,
+    `trainer/sharding.py`), the first process keeping a whole copy of the weights for generation,
+    evaluation and checkpoints. Alone, both are the same."""
     seed: int = 0
 
 
@@ -239,6 +245,32 @@ def token_stats(
     return torch.cat(chosen), torch.cat(entropy)
 
 
+class Scorer(torch.nn.Module):
+    """A causal LM's response statistics as one module's forward: the decoder body, then the output
+    head at the response positions only. One forward is what FSDP needs: its root hooks (gathering
+    the embeddings, the final norm and the head) run around this, which they would not if the body and
+    the head were called apart (`trainer/sharding.py`)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        attention: torch.Tensor,
+        positions: torch.Tensor,
+        targets: torch.Tensor,
+        temperature: torch.Tensor,
+        with_entropy: bool,
+        chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = body(self.model)(input_ids=ids, attention_mask=attention).last_hidden_state
+        head = self.model.get_output_embeddings()
+        at = hidden.flatten(0, 1)[positions]
+        return token_stats(head, at, targets, temperature, with_entropy=with_entropy, chunk=chunk)
+
+
 def response_logprobs(
     model: Any,
     samples: Sequence[Sample],
@@ -247,9 +279,11 @@ def response_logprobs(
     autocast: bool = False,
     logits_chunk: int = LOGITS_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """`(logprobs_B_T, entropy_B_T or None, mask_B_T)` of the samples' response tokens under `model`,
-    right-padded; logits are made only at response positions, `logits_chunk` at a time."""
-    device = next(model.parameters()).device
+    """`(logprobs_B_T, entropy_B_T or None, mask_B_T)` of the samples' response tokens under `model`
+    (a causal LM, or its `Scorer`), right-padded; logits are made only at response positions,
+    `logits_chunk` at a time."""
+    scorer = model if isinstance(model, Scorer) else Scorer(model)
+    device = next(scorer.parameters()).device
     width = max(s.length for s in samples)
     pad = 0
     ids = torch.full((len(samples), width), pad, dtype=torch.long, device=device)
@@ -259,18 +293,13 @@ def response_logprobs(
         attention[row, : s.length] = 1
     targets = torch.tensor([t for s in samples for t in s.response], device=device)
     temperature = torch.tensor([s.temperature for s in samples for _ in s.response], device=device)
+    # token t is predicted at position t - 1, in the flattened [B * T] hidden states
+    positions = torch.tensor(
+        [row * width + t for row, s in enumerate(samples) for t in range(len(s.prompt) - 1, s.length - 1)],
+        device=device,
+    )
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        hidden = body(model)(input_ids=ids, attention_mask=attention).last_hidden_state
-        # token t is predicted at position t - 1
-        positions = torch.cat([hidden[row, len(s.prompt) - 1 : s.length - 1] for row, s in enumerate(samples)])
-        chosen, entropies = token_stats(
-            model.get_output_embeddings(),
-            positions,
-            targets,
-            temperature,
-            with_entropy=with_entropy,
-            chunk=logits_chunk,
-        )
+        chosen, entropies = scorer(ids, attention, positions, targets, temperature, with_entropy, logits_chunk)
     lengths = [len(s.response) for s in samples]
     mask = padded([[1.0] * n for n in lengths], device)
     logprobs = pad_sequence(list(torch.split(chosen, lengths)), batch_first=True)
@@ -331,27 +360,57 @@ class Learner:
                     torch.distributed.broadcast(q.data, src=0)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.scorer = Scorer(model)
+        self.ref_scorer = Scorer(ref_model) if ref_model is not None else None
+        self.sharded = config.sharding == "fsdp" and self.world > 1
+        self.full: Any | None = None
+        """Under FSDP, the first process's whole copy of the weights, refreshed after every step."""
+        if self.sharded:
+            from trainer import sharding
+
+            if self.rank == 0:
+                self.full = copy.deepcopy(model).requires_grad_(False)
+            sharding.shard(self.scorer)
+            if self.ref_scorer is not None:
+                sharding.shard(self.ref_scorer)
+            self.params = [p for p in model.parameters() if p.requires_grad]  # now the shards
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         warmup = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda n: min(1.0, (n + 1) / warmup) if warmup else 1.0
         )
 
-    def _logprobs(self, model: Any, samples: Sequence[Sample], indices: Sequence[int]) -> dict[int, torch.Tensor]:
-        """The response log-probs of `samples[i]` for each of `indices` under `model`, without gradient,
-        in micro-batches."""
+    @property
+    def policy(self) -> Any:
+        """The whole current policy: the trained model itself, or under FSDP the first process's copy
+        (None on the others)."""
+        return self.full if self.sharded else self.model
+
+    def _even(self, micros: list[list[int]]) -> list[list[int] | None]:
+        """Under FSDP, `micros` and as many empty micro-batches (None) as make every process's count
+        the same (each forward and backward pass is collective); otherwise `micros`."""
+        if not self.sharded:
+            return list(micros)
+        from trainer import sharding
+
+        device = next(self.model.parameters()).device
+        return [*micros, *[None] * (sharding.micro_batch_count(len(micros), device) - len(micros))]
+
+    def _logprobs(self, scorer: Any, samples: Sequence[Sample], indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        """The response log-probs of `samples[i]` for each of `indices` under `scorer`, without
+        gradient, in micro-batches."""
         out: dict[int, torch.Tensor] = {}
         lengths = [s.length for s in samples]
         with torch.no_grad():
-            for micro in micro_batches(indices, lengths, self.config.micro_batch_tokens, True):
+            for micro in self._even(list(micro_batches(indices, lengths, self.config.micro_batch_tokens, True))):
                 lp, _, _ = response_logprobs(
-                    model,
-                    [samples[i] for i in micro],
+                    scorer,
+                    [samples[i] for i in micro or [0]],  # an empty one: any sample, its result unused
                     with_entropy=False,
                     autocast=self.autocast,
                     logits_chunk=self.config.logits_chunk,
                 )
-                for row, i in enumerate(micro):
+                for row, i in enumerate(micro or []):
                     out[i] = lp[row, : len(samples[i].response)]
         return out
 
@@ -393,13 +452,13 @@ class Learner:
         minis = [order[i : i + cfg.mini_batch_size] for i in range(0, len(order), cfg.mini_batch_size)]
         mine = sorted(i for mini in minis for i in self.portion(mini))  # all of them on one process
         ref: dict[int, torch.Tensor] = {}
-        if algorithm.needs_ref and mine:
+        if algorithm.needs_ref and (mine or self.sharded):  # under FSDP every process takes part
             t = time.perf_counter()
-            if self.ref_model is not None:
-                ref = self._logprobs(self.ref_model, samples, mine)
+            if self.ref_scorer is not None:
+                ref = self._logprobs(self.ref_scorer, samples, mine)
             else:  # LoRA: the initial policy is the base, the adapter switched off
-                with base_only(self.model) as base:
-                    ref = self._logprobs(base, samples, mine)
+                with base_only(self.model):
+                    ref = self._logprobs(self.scorer, samples, mine)
             timing["timing_s/ref"] = time.perf_counter() - t
         teacher: dict[int, torch.Tensor] = {}
         if algorithm.needs_teacher and mine:
@@ -414,7 +473,7 @@ class Learner:
             old = {i: torch.tensor(samples[i].sampler_logprobs, device=device) for i in mine}
         elif len(minis) > 1:  # the first mini-batch's come from its own forward, before the weights move
             t = time.perf_counter()
-            old = self._logprobs(self.model, samples, [i for mini in minis[1:] for i in self.portion(mini)])
+            old = self._logprobs(self.scorer, samples, [i for mini in minis[1:] for i in self.portion(mini)])
             timing["timing_s/old_log_prob"] = time.perf_counter() - t
         learner_old = {} if cfg.old_logprobs == "sampler" else dict(old)
         return Prepared(batch, scores, advantages, ref, teacher, old, learner_old, minis, step, timing, behind)
@@ -451,12 +510,20 @@ class Learner:
         local = torch.tensor([float(sum(len(samples[i].response) for i in portion))], dtype=torch.float64)
         tokens = float(self.all_reduce(local)[0])
         sums: dict[str, float] = {"training/padded_tokens": 0.0}
-        for micro in micro_batches(portion, lengths, cfg.micro_batch_tokens, cfg.bucket):
-            chunk = [samples[i] for i in micro]
+        runs = self._even(list(micro_batches(portion, lengths, cfg.micro_batch_tokens, cfg.bucket)))
+        for n, micro in enumerate(runs):
+            if self.sharded:  # the gradients are reduced once, after the mini-batch's last backward
+                from trainer import sharding
+
+                sharding.gradient_sync(self.scorer, n == len(runs) - 1)
+            chunk = [samples[i] for i in micro or [0]]
             logprobs, entropy, mask = response_logprobs(
-                self.model, chunk, with_entropy=True, autocast=self.autocast, logits_chunk=cfg.logits_chunk
+                self.scorer, chunk, with_entropy=True, autocast=self.autocast, logits_chunk=cfg.logits_chunk
             )
             assert entropy is not None
+            if micro is None:  # an empty micro-batch (FSDP): its passes, and no gradient
+                (logprobs.sum() * 0.0 + entropy.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
+                continue
             sums["training/padded_tokens"] += len(micro) * max(lengths[i] for i in micro)
             if list(mini) == p.minis[0]:  # the weights have not moved yet: this forward is the old policy's
                 for row, i in enumerate(micro):
@@ -499,7 +566,7 @@ class Learner:
     def _sum_gradients(self) -> None:
         """Every process's gradients summed into each (each already divided by the global token count,
         so the sum is the whole mini-batch's gradient), in one flat buffer."""
-        if self.world == 1:
+        if self.world == 1 or self.sharded:  # FSDP has reduced them in the backward pass
             return
         grads = []
         for q in self.params:
@@ -512,6 +579,27 @@ class Learner:
         for g in grads:
             g.copy_(flat[start : start + g.numel()].view_as(g))
             start += g.numel()
+
+    def trainer_state(self) -> dict[str, Any]:
+        """The optimizer's and the scheduler's state, whole (under FSDP on the first process only, and
+        every process calls this), as a single process's `state_dict()`s: it loads on any number."""
+        if self.sharded:
+            from trainer import sharding
+
+            optimizer = sharding.gather_optimizer(self.scorer, self.optimizer)
+        else:
+            optimizer = self.optimizer.state_dict()
+        return {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        """`trainer_state`'s, from a run on any number of processes."""
+        if self.sharded:
+            from trainer import sharding
+
+            sharding.optimizer_for(self.scorer, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def step(self, groups: Sequence[GroupRecord], step: int, policy_version: int | None = None) -> dict[str, float]:
         """Train on `groups`: one optimizer step per mini-batch. Returns the step's metrics. Given the
@@ -544,12 +632,19 @@ class Learner:
                 off_policy[key] += stats.pop(key, 0.0)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v * share
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)))
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+            grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()  # once a training step, as verl's actor: warm-up counts steps, not mini-batches
         self.model.eval()
+        if self.sharded:  # the first process's whole copy takes the new weights
+            from trainer import sharding
+
+            state = sharding.gather_model(self.scorer)
+            if self.full is not None:
+                self.full.load_state_dict(state)
         p.timing["timing_s/update_actor"] = time.perf_counter() - t
 
         # the sampler against the learner at the same weights, on the same tokens

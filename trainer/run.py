@@ -61,6 +61,7 @@ FLAGS = {
     "algorithm": "algorithm.type",
     "model": "model",
     "dtype": "dtype",
+    "device": "device",
     "steps": "steps",
     "groups": "groups",
     "group_size": "group_size",
@@ -114,6 +115,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--algorithm", choices=ALGORITHM_TYPES, help="the algorithm (the presets': sdar)")
     p.add_argument("--model", help="smollm2 (default), tiny, or a model directory")
     p.add_argument("--dtype", choices=DTYPE_NAMES, help="weights (default float32)")
+    p.add_argument("--device", help="cpu (default), cuda (under torchrun: each process its LOCAL_RANK's GPU) or cuda:N")
     p.add_argument("--steps", type=int, help="training steps (with --resume: extends the run to this many)")
     p.add_argument("--groups", type=int, help="tasks per step")
     p.add_argument("--group-size", type=int, help="episodes per task, G")
@@ -184,6 +186,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             check_resume(args.resume, args.preset, overrides)
     except (ValueError, ModelNotFound) as e:
         p.error(str(e))
+    if args.config is not None and args.config.device != "cpu":
+        from shared.model_specs import torch_device
+
+        try:
+            torch_device(args.config.device)
+        except ValueError as e:
+            p.error(str(e))
     if args.weight_sync == "lora" and (args.openai_url is None or (args.config and args.config.lora is None)):
         p.error("--weight-sync lora needs --openai-url and a LoRA run (--lora-rank)")
     for flag, name in (
@@ -310,6 +319,8 @@ class Run:
         while (message := self.share(None)) is not None:
             groups, step, version = message
             learner.step(groups, step, version)
+            if learner.sharded:  # the first process gathers the optimizer state for its checkpoint
+                learner.trainer_state()
 
     def log(self, record: dict[str, Any]) -> None:
         """A line of `metrics.jsonl`, and the same to TensorBoard (and the loggers asked for); an
@@ -323,6 +334,7 @@ class Run:
         from tqdm import tqdm
 
         from shared.envs_client import AsyncEnvClient
+        from shared.model_specs import torch_device
         from shared.models import DTYPES, load_model
         from trainer import checkpoint
         from trainer.adapters import attach
@@ -346,18 +358,26 @@ class Run:
 
         if self.rank == 0:
             self.report = Report(self.dir, config.model_dump(), start_step=progress.step, loggers=config.loggers)
-        dtype = DTYPES[config.dtype]
+        try:
+            dtype, device = DTYPES[config.dtype], torch_device(config.device)
+        except ValueError as e:
+            raise RunError(str(e)) from None
         loaded = load_model(
             str(saved[-1]) if saved else config.model, cache_dir=args.cache_dir, dtype=dtype, trainable=True
         )
-        model, tokenizer = loaded.model, loaded.tokenizer
+        model, tokenizer = loaded.model.to(device), loaded.tokenizer
         if config.lora is not None and not saved:
             model = attach(model, config.lora, config.model)
         ref_model = None
         if algorithm.needs_ref and config.lora is None:  # the initial policy, never the checkpoint (LoRA: the base)
-            ref_model = load_model(config.model, cache_dir=args.cache_dir, dtype=dtype).model
+            ref_model = load_model(config.model, cache_dir=args.cache_dir, dtype=dtype).model.to(device)
             ref_model.requires_grad_(False)
         teacher: Teacher | None = None
+        if algorithm.needs_teacher and learner_config.sharding == "fsdp" and self.world > 1 and not args.teacher_url:
+            raise RunError(
+                "learner.sharding=fsdp needs the teacher service (--teacher-url): the in-process teacher scores "
+                "on every process with whole weights, which FSDP shards"
+            )
         if algorithm.needs_teacher:
             teacher = (
                 HTTPTeacher(args.teacher_url) if args.teacher_url else LocalTeacher(model, tokenizer, config.model)
@@ -366,7 +386,7 @@ class Run:
                 teacher.publish(saved[-1], progress.policy_version)  # a teacher that outlived us may have it
         learner = Learner(model, algorithm, learner_config, ref_model=ref_model, teacher=teacher)
         if saved:
-            checkpoint.load_trainer_state(saved[-1], learner.optimizer, learner.scheduler)
+            learner.load_trainer_state(checkpoint.trainer_state(saved[-1]))
             assert rng is not None
             checkpoint.set_rng_state(rng)
         if saved and isinstance(teacher, LocalTeacher) and progress.policy_version:
@@ -374,6 +394,7 @@ class Run:
         if self.rank != 0:
             self.follow(learner)
             return {}
+        policy = learner.policy  # the whole weights (under FSDP a copy, which every step refreshes)
 
         sampling = Sampling(config.temperature, 1.0, config.max_new_tokens)
         generator: HFGenerator | OpenAIGenerator
@@ -390,7 +411,7 @@ class Run:
             await generator.check_model()  # another model's server: a one-line error, before anything runs
             await self.sync_server(generator, saved[-1] if saved else None, progress.policy_version)
         else:  # the learner's own model object, or (rolling out while it trains) a copy of its own
-            sampler = model if not config.max_staleness else copy.deepcopy(model).requires_grad_(False)
+            sampler = policy if not config.max_staleness else copy.deepcopy(policy).requires_grad_(False)
             generator = HFGenerator(sampler, tokenizer, sampling, seed=config.seed + progress.step)
         generator.policy_version = progress.policy_version
         buffer = RedisBuffer(
@@ -473,10 +494,9 @@ class Run:
                     path = checkpoint.save(
                         self.dir / "checkpoints",
                         progress,
-                        model,
+                        policy,
                         tokenizer,
-                        learner.optimizer,
-                        learner.scheduler,
+                        learner.trainer_state(),
                         keep=config.keep_checkpoints,
                         merge=config.lora is not None and config.lora.save_merged,
                     )
@@ -486,10 +506,10 @@ class Run:
                     t = time.perf_counter()
                     if isinstance(generator, OpenAIGenerator):  # the server loads the checkpoint just written
                         await generator.publish(str(path.resolve()), progress.policy_version)
-                    elif generator.engine.model is model:  # the same model object: nothing to copy
+                    elif generator.engine.model is policy:  # the same model object: nothing to copy
                         generator.policy_version = progress.policy_version
                     else:  # its own copy, which goes on generating: the weights go in between two steps
-                        await generator.load_weights(model, progress.policy_version)
+                        await generator.load_weights(policy, progress.policy_version)
                     if teacher is not None:
                         teacher.publish(path, progress.policy_version)
                     metrics["timing_s/update_weights"] = time.perf_counter() - t
@@ -507,11 +527,11 @@ class Run:
                     )
                     every = config.eval.every
                     if config.eval.tasks and every and progress.step % every == 0 and progress.step < config.steps:
-                        self.log(await self.evaluate(client, model, tokenizer, progress.step))
+                        self.log(await self.evaluate(client, policy, tokenizer, progress.step))
                     await ahead.learned(progress.step)  # the next rounds may start
                 bar.close()
                 if config.eval.tasks:
-                    evaluation = await self.evaluate(client, model, tokenizer, progress.step)
+                    evaluation = await self.evaluate(client, policy, tokenizer, progress.step)
                     self.log(evaluation)
         finally:
             self.share(None)  # the other processes stop
@@ -606,13 +626,18 @@ def write_config(directory: Path, config: Any) -> None:
 
 def start_processes() -> tuple[int, int]:
     """Under torchrun (`WORLD_SIZE` > 1): join its process group and give `(rank, world size)`;
-    alone: `(0, 1)`. The group is gloo's: the main job keeps its models on the CPU (NCCL and FSDP2
-    for GPUs are not built)."""
+    alone: `(0, 1)`. The group is gloo's, and NCCL's for CUDA tensors where there is a GPU (objects
+    and host tensors still go through gloo)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
+    import torch
     import torch.distributed as dist
 
-    dist.init_process_group("gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

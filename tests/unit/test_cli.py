@@ -32,6 +32,8 @@ import pytest
             ["--set", "learner.is_correction=mask"],
             "learner.is_correction: Input should be 'truncate' or 'none' (got 'mask')",
         ),
+        (["--device", "gpu"], "device: String should match pattern '^(cpu|cuda(:[0-9]+)?)$' (got 'gpu')"),
+        (["--set", "learner.sharding=zero"], "learner.sharding: Input should be 'replicate' or 'fsdp' (got 'zero')"),
         (["--preset", "huge"], "unknown preset 'huge'; choose one of alfworld, webshop, searchqa, cpu-demo"),
         (["--set", "learner.lr"], "--set 'learner.lr': expected KEY=VALUE"),
         (["--set", "learner.lr=-1"], "learner.lr: Input should be greater than 0 (got -1)"),
@@ -46,6 +48,14 @@ def test_trainer_run_rejects_bad_flags(args: list[str], says: str, capsys: pytes
     from trainer.run import parse_args
 
     refused(parse_args, "trainer.run", args, says, capsys)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_a_cuda_device_where_there_is_none_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer.run import parse_args
+
+    says = "device cuda:1: this machine has no CUDA device (torch.cuda.is_available() is False)"
+    refused(parse_args, "trainer.run", ["--device", "cuda:1"], says, capsys)
 
 
 def refused(parse: Any, module: str, args: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:

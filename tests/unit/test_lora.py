@@ -63,9 +63,7 @@ def test_a_checkpoint_holds_the_adapter_loads_over_its_base_and_merges(
 ) -> None:
     model, learner = trained
     progress = checkpoint.Progress(step=3, policy_version=3)
-    path = checkpoint.save(
-        tmp_path, progress, model, load_model("tiny").tokenizer, learner.optimizer, learner.scheduler, merge=True
-    )
+    path = checkpoint.save(tmp_path, progress, model, load_model("tiny").tokenizer, learner.trainer_state(), merge=True)
     assert (path / "adapter_model.safetensors").is_file() and not (path / "model.safetensors").exists()
     assert (path / "merged" / "model.safetensors").is_file()
     check_spec(str(path))
@@ -97,9 +95,7 @@ def test_the_teacher_service_loads_an_adapter_checkpoint_as_its_policy(
     tmp_path: Path, tiny: Any, trained: tuple[Any, Learner]
 ) -> None:
     model, learner = trained
-    path = checkpoint.save(
-        tmp_path, checkpoint.Progress(step=3), model, tiny.tokenizer, learner.optimizer, learner.scheduler
-    )
+    path = checkpoint.save(tmp_path, checkpoint.Progress(step=3), model, tiny.tokenizer, learner.trainer_state())
     service = LocalTeacher(copy.deepcopy(tiny.model), tiny.tokenizer, "tiny").service
     policy = service.load_policy(str(path), 1)
     assert policy.version == 1 and is_adapted(policy.model)
