@@ -117,6 +117,7 @@ def test_two_processes_make_the_update_of_one(tmp_path: Path, sharding: str) -> 
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-7), key
 
 
+@pytest.mark.slow  # ~25 s: three learner launches; run by .ci/run after the default suite
 def test_a_sharded_state_resumes_on_another_number_of_processes(tmp_path: Path) -> None:
     """Two steps on one process equal a step under FSDP on two and the next alone, and a step alone
     and the next under FSDP on two: the optimizer state is whole and keyed the same either way."""
