@@ -109,6 +109,9 @@ class ScoredItem(Response):
 class ScoreResponse(Response):
     policy_version: int
     """The policy version whose weights scored every item of this response."""
+    run: str | None = None
+    """The run whose policy that is (`LoadPolicy.run`; None: the service's base weights, or a
+    policy loaded without a run)."""
     items: list[ScoredItem]
     """One per request item, in order."""
 
@@ -119,10 +122,35 @@ class PolicyInfo(Response):
     policy_version: int
     teacher_mode: str
     teacher_model: str | None = None
+    run: str | None = None
+    """The run whose policy it holds (`LoadPolicy.run`)."""
 
 
-class LoadPolicy(Request):
+class LoadCheckpoint(Request):
+    """`POST /v1/policy` of the completions server: a checkpoint becomes the policy."""
+
     path: str = Field(min_length=1, max_length=4096)
     """A checkpoint directory in Hugging Face format."""
     version: int | None = Field(default=None, ge=0)
     """Default: the current version plus one; must be higher than the current one."""
+
+
+class LoadPolicy(Request):
+    """`POST /v1/policy` of the teacher: a checkpoint, or its base weights, becomes the policy."""
+
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    """A checkpoint directory in Hugging Face format (or `base`)."""
+    base: bool = False
+    """Go back to the weights the service started with (a run's initial policy), instead of `path`."""
+    version: int | None = Field(default=None, ge=0)
+    """Default: the current version plus one. Within a run it must be higher than the current one."""
+    run: str | None = Field(default=None, min_length=1, max_length=256)
+    """The trainer run publishing it. A run other than the current policy's starts its own sequence of
+    versions (any version is taken), so one service serves one run after another; a run that finds
+    another's policy in its scores knows the service was taken over."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadPolicy:
+        if (self.path is None) == (not self.base):
+            raise ValueError("give a checkpoint path or base: true, not both")
+        return self

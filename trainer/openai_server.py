@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.model_specs import DTYPE_NAMES, BadCheckpoint, ModelNotFound, check_spec, shown
 from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, serve, text
-from shared.teacher_wire import LoadPolicy
+from shared.teacher_wire import LoadCheckpoint
 from trainer.generation import GenerationError, Sampling, named_version
 
 if TYPE_CHECKING:
@@ -335,7 +335,7 @@ def create_app(
                     policy["names"].add(name)
 
     @router.post("/v1/policy", responses=errors(409))
-    async def load_policy(body: LoadPolicy) -> dict[str, Any]:
+    async def load_policy(body: LoadCheckpoint) -> dict[str, Any]:
         await swap(body.path, body.version)
         return policy_info()
 

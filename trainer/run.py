@@ -379,11 +379,12 @@ class Run:
                 "on every process with whole weights, which FSDP shards"
             )
         if algorithm.needs_teacher:
-            teacher = (
-                HTTPTeacher(args.teacher_url) if args.teacher_url else LocalTeacher(model, tokenizer, config.model)
-            )
-            if saved and isinstance(teacher, HTTPTeacher) and teacher.version() < progress.policy_version:
-                teacher.publish(saved[-1], progress.policy_version)  # a teacher that outlived us may have it
+            if args.teacher_url:  # the run's own policy on it: its base for a new run, its last checkpoint
+                teacher = HTTPTeacher(args.teacher_url, run=config.redis_prefix[:256] or None)
+                if self.rank == 0:
+                    teacher.begin(saved[-1] if saved else None, progress.policy_version)
+            else:
+                teacher = LocalTeacher(model, tokenizer, config.model)
         learner = Learner(model, algorithm, learner_config, ref_model=ref_model, teacher=teacher)
         if saved:
             learner.load_trainer_state(checkpoint.trainer_state(saved[-1]))

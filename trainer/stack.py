@@ -10,13 +10,10 @@ embedded defaults, as without a stack.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-COMPOSE_FILE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+from shared import compose
 
 
 @dataclass(frozen=True)
@@ -24,37 +21,6 @@ class Stack:
     env_url: str
     redis_url: str
     teacher_url: str | None
-
-
-def _host_ports(published: Any) -> list[int]:
-    """The host ports of a `"127.0.0.1:8101-8104:8001"`-style entry (a range: one a replica), the
-    compose file's `${VAR:-default}` read as its default unless the variable is set."""
-    text = re.sub(r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), str(published))
-    match = re.fullmatch(r"(?:127\.0\.0\.1:)?(\d+)(?:-(\d+))?:\d+", text)
-    if not match:
-        return []
-    first = int(match.group(1))
-    return list(range(first, int(match.group(2) or first) + 1))
-
-
-def replicas(path: Path) -> dict[str, list[str]]:
-    """Service name -> the addresses on this host it may answer at (one a replica), for every
-    service that publishes a port."""
-    import yaml
-
-    services = (yaml.safe_load(path.read_text()) or {}).get("services", {})
-    out = {}
-    for name, service in services.items():
-        ports = [p for x in service.get("ports", []) for p in _host_ports(x)]
-        if ports:
-            scheme = "redis" if name == "redis" else "http"
-            out[name] = [f"{scheme}://127.0.0.1:{p}" + ("/0" if scheme == "redis" else "") for p in ports]
-    return out
-
-
-def addresses(path: Path) -> dict[str, str]:
-    """Service name -> its first address on this host."""
-    return {name: urls[0] for name, urls in replicas(path).items()}
 
 
 def _json(url: str) -> Any:
@@ -69,10 +35,13 @@ def _json(url: str) -> Any:
 
 def running_stack(env: str, model: str, needs_teacher: bool) -> tuple[Stack | None, str]:
     """The stack to use, or None and why not (one line)."""
-    path = Path(os.environ.get("SDAR_COMPOSE_FILE", COMPOSE_FILE))
+    path = compose.compose_file()
     if not path.is_file():
         return None, f"no compose file at {path}"
-    found = replicas(path)
+    try:
+        found = compose.addresses(compose.load(path))
+    except ValueError as e:
+        return None, str(e)
     candidates, redis_url = found.get(env), found.get("redis", [None])[0]
     if not candidates or redis_url is None:
         return None, f"{path.name} publishes no {env} service or no Redis"

@@ -96,10 +96,20 @@ class HTTPTeacher:
     older policy than the one published here is given that checkpoint again before it scores."""
 
     def __init__(
-        self, url: str, *, token: str | None = None, timeout_s: float = 600.0, retries: int = 6, backoff_s: float = 0.5
+        self,
+        url: str,
+        *,
+        run: str | None = None,
+        token: str | None = None,
+        timeout_s: float = 600.0,
+        retries: int = 6,
+        backoff_s: float = 0.5,
     ) -> None:
+        """`run`: the trainer run this client publishes for (`LoadPolicy.run`), so that one service
+        serves one run after another, and a run finds out when another has taken the service over."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        self.run = run
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
         self.retries, self.backoff_s = retries, backoff_s
         self.published: tuple[Path, int] | None = None
@@ -129,18 +139,39 @@ class HTTPTeacher:
         except httpx.HTTPError as e:
             raise TeacherServiceError(f"no teacher service at {self.url} ({e})") from None
 
-    def version(self) -> int:
-        """The service's current policy version."""
+    def policy(self) -> dict[str, Any]:
+        """The service's `GET /v1/policy`: its policy version, path and run."""
         try:
-            return int(self.client.get("/v1/policy").raise_for_status().json()["policy_version"])
+            return dict(self.client.get("/v1/policy").raise_for_status().json())
         except httpx.HTTPError as e:
             raise TeacherServiceError(f"teacher service at {self.url}: {e}") from None
+
+    def version(self) -> int:
+        """The service's current policy version."""
+        return int(self.policy()["policy_version"])
+
+    def begin(self, checkpoint: Path | None, version: int) -> None:
+        """Bring the service to this run's policy before the first step: the last `checkpoint` (a
+        resumed run) at `version`, or the service's base weights (a new run's initial policy, version
+        0), unless it holds that already. Another run's policy left on the service is replaced."""
+        held = self.policy()
+        if held.get("run") == self.run and held["policy_version"] == version:
+            self.published = None if checkpoint is None else (checkpoint, version)
+        elif checkpoint is None:
+            self._post("/v1/policy", {"base": True, "version": 0, "run": self.run}, ok=(409,))
+        else:
+            self.publish(checkpoint, version)
 
     def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
         out: list[list[float]] = []
         for request in requests(queries):
             body = request.model_dump(exclude_none=True)
             reply = self._post("/v1/score", body)
+            if self.run is not None and reply.get("run") not in (None, self.run):
+                raise TeacherServiceError(
+                    f"the teacher service at {self.url} now serves run {reply['run']}, not this one ({self.run}): "
+                    "two runs cannot share one teacher (it is the policy itself)"
+                )
             if self.published is not None and reply["policy_version"] < self.published[1]:
                 self.publish(*self.published)  # it restarted on older weights: give it the policy again
                 reply = self._post("/v1/score", body)
@@ -154,7 +185,8 @@ class HTTPTeacher:
 
     def publish(self, checkpoint: Path, version: int) -> None:
         """The service loads `checkpoint` as policy `version` (already there, after a retry: done)."""
-        refused = self._post("/v1/policy", {"path": str(checkpoint.resolve()), "version": version}, ok=(409,)) is None
+        body = {"path": str(checkpoint.resolve()), "version": version, "run": self.run}
+        refused = self._post("/v1/policy", body, ok=(409,)) is None
         if refused and (served := self.version()) != version:  # a newer one is another trainer's
             raise TeacherServiceError(f"teacher service refused policy version {version}: it serves {served}")
         self.published = (checkpoint, version)

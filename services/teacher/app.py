@@ -145,7 +145,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
     @router.post("/v1/policy", response_model=PolicyInfo, responses=errors(409))
     async def load_policy(body: LoadPolicy, svc: Service) -> PolicyInfo:
         async with reload_lock:  # one load at a time; scoring goes on with the old version meanwhile
-            await asyncio.to_thread(svc.load_policy, body.path, body.version)
+            await asyncio.to_thread(svc.load_policy, None if body.base else body.path, body.version, body.run)
         return policy_info(svc)
 
     def policy_info(svc: TeacherService) -> PolicyInfo:
@@ -153,6 +153,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
             model=svc.loaded.spec,
             path=svc.policy.path,
             policy_version=svc.policy.version,
+            run=svc.policy.run,
             teacher_mode=settings.teacher_mode,
             teacher_model=settings.teacher_model,
         )

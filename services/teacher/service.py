@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from shared.model_specs import BadCheckpoint, shown
 from shared.models import DTYPES, LoadedModel, load_checkpoint, load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import RetrievedSkill, ScoredItem, ScoreRequest, ScoreResponse
+
+log = logging.getLogger("services.teacher")
 
 
 class PolicyError(ValueError):
@@ -42,6 +45,8 @@ class Policy:
     model: Any
     version: int
     path: str
+    run: str | None = None
+    """The trainer run that published it (None: the base weights, or no run said)."""
 
 
 def retrieved(chosen: list[Chosen]) -> list[RetrievedSkill]:
@@ -84,22 +89,31 @@ class TeacherService:
         mode = self.settings.teacher_mode
         return policy.model if mode == "self" else self.initial if mode == "frozen" else self.external
 
-    def load_policy(self, path: str, version: int | None = None) -> Policy:
-        """Load a checkpoint and make it the policy; a scoring call in progress finishes on the
-        version it started with. Blocking."""
-        try:
-            model = load_checkpoint(path, cache_dir=self.settings.cache_dir, dtype=DTYPES[self.settings.dtype])
-        except BadCheckpoint as e:
-            raise PolicyError(str(e)) from None
-        rows = model.get_input_embeddings().num_embeddings
-        if rows < len(self.tokenizer):
-            raise PolicyError(f"{shown(path)} has {rows} embeddings, fewer than the tokenizer's {len(self.tokenizer)}")
+    def load_policy(self, path: str | None, version: int | None = None, run: str | None = None) -> Policy:
+        """Load a checkpoint (`path`; None: the base weights the service started with) and make it
+        the policy; a scoring call in progress finishes on the version it started with. Within a run
+        versions only go up; another run's publish starts that run's own sequence. Blocking."""
+        if path is None:
+            model, where = self.loaded.model, self.loaded.path
+        else:
+            try:
+                model = load_checkpoint(path, cache_dir=self.settings.cache_dir, dtype=DTYPES[self.settings.dtype])
+            except BadCheckpoint as e:
+                raise PolicyError(str(e)) from None
+            rows = model.get_input_embeddings().num_embeddings
+            if rows < len(self.tokenizer):
+                raise PolicyError(
+                    f"{shown(path)} has {rows} embeddings, fewer than the tokenizer's {len(self.tokenizer)}"
+                )
+            where = str(Path(path).expanduser())
         with self._swap:
-            current = self.policy.version
-            new = current + 1 if version is None else version
-            if new <= current:
-                raise PolicyConflict(f"version {new} is not newer than the current {current}")
-            self.policy = Policy(model, new, str(Path(path).expanduser()))
+            current = self.policy
+            new = current.version + 1 if version is None else version
+            if (run is None or run == current.run) and new <= current.version:
+                raise PolicyConflict(f"version {new} is not newer than the current {current.version}")
+            if run is not None and run != current.run:
+                log.warning("policy: run %s takes over from %s (version %d)", run, current.run or "the base", new)
+            self.policy = Policy(model, new, where, run)
         return self.policy
 
     # -- scoring -------------------------------------------------------------------------------
@@ -191,7 +205,7 @@ class TeacherService:
                     )
                 )
             start += len(p.items)
-            responses.append(ScoreResponse(policy_version=policy.version, items=out))
+            responses.append(ScoreResponse(policy_version=policy.version, run=policy.run, items=out))
         return responses
 
 

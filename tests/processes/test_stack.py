@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared import compose
 from shared.launch import ServiceProcess, free_port
 from shared.redis import EmbeddedRedis
 from tests.conftest import metric
 from tests.processes.test_trainer_run import ARGS
-from trainer.stack import addresses, running_stack
+from trainer.stack import running_stack
 
 pytestmark = pytest.mark.processes
 
@@ -40,13 +41,14 @@ def test_the_compose_files_addresses_are_read_and_a_missing_stack_is_said_why(
 ) -> None:
     env_port, redis_port = free_port(), free_port()
     path = compose_file(tmp_path / "compose.yml", env_port, redis_port)
-    found = addresses(path)
-    assert found["counter"] == f"http://127.0.0.1:{env_port}" and found["redis"] == f"redis://127.0.0.1:{redis_port}/0"
+    found = compose.addresses(compose.load(path))
+    assert found["counter"] == [f"http://127.0.0.1:{env_port + i}" for i in range(4)]
+    assert found["redis"] == [f"redis://127.0.0.1:{redis_port}/0"]
     monkeypatch.setenv("SDAR_COMPOSE_FILE", str(path))
     stack, why = running_stack("counter", "tiny", needs_teacher=False)
     assert stack is None and why == f"no counter env service at http://127.0.0.1:{env_port}"
-    repo = addresses(Path(__file__).resolve().parents[2] / "docker-compose.yml")  # the real file's
-    assert repo["alfworld"] == "http://127.0.0.1:8101" and repo["teacher"] == "http://127.0.0.1:8002"
+    repo = compose.addresses(compose.load(compose.COMPOSE_FILE))  # the real file's
+    assert repo["alfworld"][0] == "http://127.0.0.1:8101" and repo["teacher"] == ["http://127.0.0.1:8002"]
 
 
 @pytest.mark.slow  # ~17 s: a trainer.run launch; run by .ci/run after the default suite

@@ -16,7 +16,7 @@ from shared.model_specs import chat_prompt_ids
 from shared.models import load_model
 from shared.settings import TeacherSettings
 from shared.teacher_wire import ScoreRequest
-from trainer.teacher import HTTPTeacher, LocalTeacher, Query
+from trainer.teacher import HTTPTeacher, LocalTeacher, Query, TeacherServiceError
 
 pytestmark = pytest.mark.processes
 
@@ -68,8 +68,28 @@ def learners_view_over_http_and_in_process(url: str, tmp_path: Path) -> None:
         loaded.tokenizer.save_pretrained(tmp_path / "step-1")
         remote.publish(tmp_path / "step-1", 7)
         assert httpx.get(f"{url}/v1/policy").json()["policy_version"] == 7
+        one_run_after_another(url, tmp_path / "step-1", queries)
     finally:
         remote.close()
+
+
+def one_run_after_another(url: str, checkpoint: Path, queries: list[Query]) -> None:
+    """A new run takes a service another run left on its trained policy back to the base weights; a
+    resumed run brings it to its last checkpoint; a run whose service another run took over stops."""
+    first, second = HTTPTeacher(url, run="run-a"), HTTPTeacher(url, run="run-b")
+    try:
+        first.begin(checkpoint, 3)  # run a resumed at version 3 on a service left at 7 by another client
+        held = first.policy()
+        assert (held["run"], held["policy_version"], held["path"]) == ("run-a", 3, str(checkpoint))
+        first.logprobs(queries)
+        second.begin(None, 0)  # run b, new: its initial policy is the base
+        held = second.policy()
+        assert (held["run"], held["policy_version"]) == ("run-b", 0) and held["path"] != str(checkpoint)
+        second.begin(None, 0)  # again (a restart of run b before its first step): nothing to change
+        with pytest.raises(TeacherServiceError, match="now serves run run-b, not this one"):
+            first.logprobs(queries)
+    finally:
+        first.close(), second.close()
 
 
 @pytest.mark.parametrize(

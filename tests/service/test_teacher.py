@@ -117,11 +117,36 @@ async def test_a_policy_reload_under_concurrent_requests(tmp_path: Path) -> None
             "policy_version": 1,
             "teacher_mode": "self",
             "teacher_model": None,
+            "run": None,
         }
         stale = await client.post("/v1/policy", json={"path": str(checkpoint), "version": 1})
         assert stale.status_code == 409 and "not newer" in stale.json()["error"]["message"]
         jumped = await client.post("/v1/policy", json={"path": str(checkpoint), "version": 7})
         assert jumped.json()["policy_version"] == 7
+
+
+async def test_one_service_serves_one_run_after_another(tmp_path: Path) -> None:
+    """Versions only go up within a run; another run's publish starts its own sequence, and its base
+    weights (a new run's initial policy) can be asked for; the scores say whose policy made them."""
+    checkpoint = save_tiny(tmp_path / "step-1", seed=1)
+    body = {"items": [ITEM], "skills": "none"}
+    async with teacher() as (client, _):
+        base = (await client.post("/v1/score", json=body)).json()
+        assert base["run"] is None and base["policy_version"] == 0
+        await client.post("/v1/policy", json={"path": str(checkpoint), "version": 2, "run": "a"})
+        stale = await client.post("/v1/policy", json={"path": str(checkpoint), "version": 2, "run": "a"})
+        assert stale.status_code == 409
+        trained = (await client.post("/v1/score", json=body)).json()
+        assert trained["run"] == "a" and trained["items"][0] != base["items"][0]
+        fresh = await client.post("/v1/policy", json={"base": True, "version": 0, "run": "b"})
+        assert fresh.status_code == 200, fresh.text
+        assert fresh.json()["run"] == "b" and fresh.json()["policy_version"] == 0
+        again = (await client.post("/v1/score", json=body)).json()
+        assert again["run"] == "b" and again["items"] == base["items"]  # the base weights, as at start
+        for bad in ({"version": 1}, {"path": str(checkpoint), "base": True}, {"base": True, "run": ""}):
+            refused = await client.post("/v1/policy", json=bad)
+            assert refused.status_code == 422, bad
+        assert (await client.get("/v1/policy")).json()["run"] == "b"  # unchanged by the bad requests
 
 
 async def test_frozen_and_external_teachers(tmp_path: Path) -> None:

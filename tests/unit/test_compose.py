@@ -15,25 +15,17 @@ import jsonschema_rs
 import pytest
 import yaml
 
+from shared import compose as shared_compose
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_SERVICES = ("alfworld", "webshop", "searchqa")
 
 
-def interpolate(value: Any) -> Any:
-    """Compose's `${VAR:-default}` with every variable unset (the default), `${PWD}` as /repo."""
-    if isinstance(value, str):
-        return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value).replace("${PWD}", "/repo")
-    if isinstance(value, list):
-        return [interpolate(v) for v in value]
-    if isinstance(value, dict):
-        return {k: interpolate(v) for k, v in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return interpolate(yaml.safe_load(COMPOSE.read_text()))
+    """The file as Compose reads it with every variable unset (the defaults), `${PWD}` as /repo."""
+    return {"services": shared_compose.load(COMPOSE, {"PWD": "/repo"})}
 
 
 def test_the_file_validates_against_the_compose_specification() -> None:
