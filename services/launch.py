@@ -12,7 +12,8 @@ published ports and its healthcheck are read from it and rewritten for this host
 - Redis is the pip-installed Valkey binary, run with the compose command's own arguments
   (append-only file on) and its data in the state folder, unless `--redis-url` gives one;
 - a service starts once every service it `depends_on` passes its healthcheck, and `up` returns (or,
-  without `--detach`, waits for Ctrl-C) once every service does. The healthcheck is the compose
+  without `--detach`, waits for Ctrl-C) once every service does. As with `docker compose up`, a
+  service already up is left alone and one that died is started again (a restart after a crash). The healthcheck is the compose
   file's own command, pointed at the host port, within its `start_period` plus `retries` x
   `interval`.
 
@@ -389,31 +390,36 @@ def _reap(p: Process) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
+    """Start what is not running (as `docker compose up`: a service already up is left as it is, one
+    that died is started again), wait for each healthcheck, and record the whole."""
     directory = state_dir(args.state_dir)
     recorded = read_state(directory)
-    if running := [p for p in recorded if alive(p)]:
-        names = ", ".join(f"{p.name} (pid {p.pid})" for p in running)
-        raise LaunchError(f"a stack is already up: {names}; python -m services.launch down first")
-    if recorded:
+    live = {(p.service, p.replica): p for p in recorded if alive(p)}
+    if recorded and not live:
         print(f"a stale launcher state (no process left) at {directory}: replaced")
     services = compose.load(args.compose_file)
     unknown = [name for name in (args.only or []) + list(args.scale) if name not in services]
     if unknown:
         raise LaunchError(f"no service {unknown[0]!r} in the compose file; there are {', '.join(services)}")
     processes = plan(services, order(services, args.only), args.scale, directory, args.redis_url)
+    stack = list(live.values())  # what is recorded: the live ones, then each started here
     started: list[Process] = []
     try:
         for process in processes:
+            if (running := live.get((process.service, process.replica))) is not None:
+                print(f"{running.name} is up on {running.url} (pid {running.pid})", flush=True)
+                continue
             start(process, directory)
             started.append(process)
-            write_state(directory, started)  # before the wait: a killed launcher's `down` still finds it
+            stack.append(process)
+            write_state(directory, stack)  # before the wait: a killed launcher's `down` still finds it
             print(f"starting {process.name} on {process.url} (pid {process.pid}, log {process.log})", flush=True)
             wait_healthy(process)
-        print(table(started), flush=True)
+        print(table(stack), flush=True)
         if args.detach:
             print("the stack is up; python -m services.launch status | down")
             return 0
-        print("the stack is up; Ctrl-C stops it", flush=True)
+        print("the stack is up; Ctrl-C stops what this command started", flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(1.0)
@@ -421,8 +427,11 @@ def up(args: argparse.Namespace) -> int:
                 _reap(p)
     except (KeyboardInterrupt, LaunchError) as e:
         stopped = stop(started)
-        write_state(directory, [])
-        (directory / "state.json").unlink(missing_ok=True)
+        rest = [p for p in stack if p not in started]
+        if rest:
+            write_state(directory, rest)
+        else:
+            (directory / "state.json").unlink(missing_ok=True)
         print(f"stopped {len(stopped)} process(es)", flush=True)
         if isinstance(e, LaunchError):
             raise

@@ -99,8 +99,15 @@ def test_up_status_and_down_from_other_processes_leave_nothing_behind(tmp_path: 
         status = launcher("status", *flags)
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("healthy") == 3 and f"http://127.0.0.1:{env_port + 1}" in status.stdout
-        again = launcher("up", "-d", *flags)
-        assert again.returncode == 1 and "a stack is already up" in again.stderr
+        os.kill(processes[2]["pid"], signal.SIGKILL)  # a replica dies; up starts it again, and only it
+        again = launcher("up", "-d", "--scale", "counter=2", *flags)
+        assert again.returncode == 0, again.stderr
+        assert "redis is up" in again.stdout and "counter is up" in again.stdout
+        assert "starting counter-2" in again.stdout
+        now = recorded(state)
+        assert [p["pid"] for p in now[:2]] == [p["pid"] for p in processes[:2]] and now[2]["pid"] != processes[2]["pid"]
+        assert httpx.get(f"http://127.0.0.1:{env_port + 1}/v1/episodes/{episode['episode_id']}").status_code == 200
+        processes = now
     finally:
         down = launcher("down", *flags)
     assert down.returncode == 0 and down.stdout.count("stopped") == 3, down.stdout
@@ -122,7 +129,7 @@ def test_ctrl_c_on_an_attached_up_stops_what_it_started(tmp_path: Path) -> None:
     try:
         assert up.stdout is not None
         for line in up.stdout:
-            if "Ctrl-C stops it" in line:
+            if "Ctrl-C stops" in line:
                 break
         processes = recorded(state)
         assert len(processes) == 2 and all(running(p["pid"]) for p in processes)
@@ -196,3 +203,100 @@ def test_the_compose_stack_trains_sdar_on_every_env_with_the_teacher(tmp_path: P
         down = launcher("down", "--state-dir", str(state))
     assert down.returncode == 0, down.stderr
     assert not any(running(p["pid"]) for p in processes)
+
+
+def wait_for(condition: Any, what: str, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow  # ~2 min: a stack and a run with four faults; .ci/run runs it after the default suite
+def test_a_run_on_the_stack_goes_through_every_fault_and_trains_each_group_once(tmp_path: Path) -> None:
+    """With the stack up (Redis, two WebShop replicas, the teacher), a six-step SDAR run goes through:
+    a replica SIGKILLed mid-rollout and started again, the teacher SIGKILLed as a step's scoring
+    begins and started again, the trainer SIGKILLed between steps and resumed, and Redis stopped and
+    started again on its append-only file. Every step is logged once, every group written to Redis is
+    trained exactly once, no episode faulted, and nothing is left on the buffer."""
+    from tests.conftest import metric
+
+    redis_port = free_port()
+    env = {"SDAR_TEACHER_MODEL": "tiny", "SDAR_REDIS_PORT": str(redis_port)}
+    state = tmp_path / "state"
+    flags = ["--state-dir", str(state), "--scale", "webshop=2"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SDAR_REDIS_URL", "SDAR_COMPOSE_FILE")}
+    runs = tmp_path / "runs"
+    up = launcher("up", "-d", "--only", "webshop", "teacher", *flags, env=env)
+    assert up.returncode == 0, up.stderr
+
+    def trainer(*args: str) -> subprocess.Popen[str]:
+        log = open(tmp_path / f"trainer-{len(list(tmp_path.glob('trainer-*')))}.log", "w")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "trainer.run", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**clean, **env},
+        )
+
+    def by(service: str, replica: int = 0) -> dict[str, Any]:
+        return next(p for p in recorded(state) if (p["service"], p["replica"]) == (service, replica))
+
+    def logged() -> list[dict[str, Any]]:
+        found = list(runs.glob("*/metrics.jsonl"))
+        return [json.loads(x) for x in found[0].read_text().splitlines()] if found else []
+
+    try:
+        args = list(ARGS)
+        args[args.index("--env") + 1], args[args.index("--algorithm") + 1] = "webshop", "sdar"
+        args[args.index("--steps") + 1] = "6"
+        run = trainer(*args, "--concurrency", "2", "--runs-dir", str(runs))
+        second = f"http://127.0.0.1:{by('webshop', 1)['port']}"
+
+        # 1. a replica dies mid-rollout; the client fails over to the other, and the launcher starts it again
+        wait_for(lambda: metric(second, "sdar_env_episode_events_total", env="webshop", event="step") >= 3, "steps")
+        os.kill(by("webshop", 1)["pid"], signal.SIGKILL)
+        assert launcher("up", "-d", "--only", "webshop", *flags, env=env).returncode == 0
+
+        # 2. the teacher dies as a step's scoring begins; the trainer's client retries, then republishes
+        scored = metric("http://127.0.0.1:8002", "sdar_teacher_requests_total", route="/v1/score", status="200")
+        wait_for(
+            lambda: metric("http://127.0.0.1:8002", "sdar_teacher_requests_total", route="/v1/score", status="200")
+            > scored,
+            "the teacher's scoring",
+        )
+        os.kill(by("teacher")["pid"], signal.SIGKILL)
+        assert launcher("up", "-d", "--only", "teacher", *flags, env=env).returncode == 0
+
+        # 3. the trainer is SIGKILLed between two steps, and resumed
+        wait_for(lambda: len(logged()) >= 3 or run.poll() is not None, "three steps")
+        run.kill()
+        run.wait()
+        (directory,) = runs.iterdir()
+        resumed = trainer("--resume", str(directory))
+
+        # 4. Redis stops (its append-only file written) and starts again under the resumed run
+        wait_for(lambda: len(logged()) >= 4 or resumed.poll() is not None, "a step of the resumed run")
+        assert launcher("down", "--only", "redis", "--state-dir", str(state)).returncode == 0
+        assert launcher("up", "-d", "--only", "redis", *flags, env=env).returncode == 0
+        assert resumed.wait(timeout=600) == 0, (tmp_path / "trainer-1.log").read_text()[-3000:]
+        prefix = json.loads((directory / "config.json").read_text())["redis_prefix"]
+        client = redis.Redis(port=redis_port)
+        written = {k.decode().removeprefix(f"{prefix}put:") for k in client.scan_iter(f"{prefix}put:*")}
+        left, dead = client.xlen(f"{prefix}groups"), client.exists(f"{prefix}dead")
+        client.close()
+    finally:
+        for child in (run, locals().get("resumed")):
+            if child is not None and child.poll() is None:
+                child.kill()
+        down = launcher("down", "--state-dir", str(state))
+    assert down.returncode == 0
+
+    lines = logged()
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6]  # each step once
+    trained = [g for x in lines for g in x["groups"]]
+    assert len(trained) == len(set(trained)) == 12  # no group trained twice
+    assert written == set(trained)  # every group written to Redis was trained: none lost
+    assert left == 0 and not dead  # nothing left on the buffer, nothing dead-lettered
+    assert all(x["training/faulted_episodes"] == 0 and x["training/groups"] == 2 for x in lines)
