@@ -12,16 +12,17 @@ published ports and its healthcheck are read from it and rewritten for this host
 - Redis is the pip-installed Valkey binary, run with the compose command's own arguments
   (append-only file on) and its data in the state folder, unless `--redis-url` gives one;
 - a service starts once every service it `depends_on` passes its healthcheck, and `up` returns (or,
-  without `--detach`, waits for Ctrl-C) once every service does. As with `docker compose up`, a
-  service already up is left alone and one that died is started again (a restart after a crash). The healthcheck is the compose
+  without `--detach`, waits for Ctrl-C) once every service does. The healthcheck is the compose
   file's own command, pointed at the host port, within its `start_period` plus `retries` x
-  `interval`.
+  `interval`. As with `docker compose up`, a service already up is left alone and one that died is
+  started again (a restart after a crash).
 
 What `up` starts is recorded in `STATE_DIR/state.json` (pids, ports, commands, logs under
 `STATE_DIR/logs/`) as each process starts, so `status` and `down` work from another shell and after
-a crash of the launcher. `down` (or Ctrl-C on an attached `up`, or a failed `up`) stops every process
-it started, and only those (a recorded pid is signalled only while its command line is still the
-recorded one). Services under a Compose profile (the GPU `trainer`) are not started.
+a crash of the launcher. `down` stops every process the launcher started, and only those (a recorded
+pid is signalled only while its start time is still the recorded one: a reused pid is another
+process); Ctrl-C on an attached `up`, or a failed `up`, stops what that command started. Services
+under a Compose profile (the GPU `trainer`) are not started.
 """
 
 from __future__ import annotations

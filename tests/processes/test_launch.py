@@ -262,8 +262,9 @@ def test_a_run_on_the_stack_goes_through_every_fault_and_trains_each_group_once(
         # 2. the teacher dies as a step's scoring begins; the trainer's client retries, then republishes
         scored = metric("http://127.0.0.1:8002", "sdar_teacher_requests_total", route="/v1/score", status="200")
         wait_for(
-            lambda: metric("http://127.0.0.1:8002", "sdar_teacher_requests_total", route="/v1/score", status="200")
-            > scored,
+            lambda: (
+                metric("http://127.0.0.1:8002", "sdar_teacher_requests_total", route="/v1/score", status="200") > scored
+            ),
             "the teacher's scoring",
         )
         os.kill(by("teacher")["pid"], signal.SIGKILL)
