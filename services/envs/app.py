@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, NotFound, ServiceError, TooLarge
+from services.envs.openenv import install_openenv
 from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
@@ -133,6 +134,7 @@ def create_app(
 
     app = FastAPI(title="SDAR environment service", version="1", lifespan=lifespan)
     install_common(app, metrics, settings.max_body_bytes)
+    install_openenv(app, settings.token, settings.max_body_bytes)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:

@@ -1,0 +1,294 @@
+"""OpenEnv's session protocol on the env service, so that agents written for OpenEnv (`openenv-core`'s
+`EnvClient`, TRL's environment integration) play our environments unchanged.
+
+OpenEnv keeps an episode in a WebSocket session (`/ws`): the client sends JSON messages
+`{"type": "reset", "data": {...}}`, `{"type": "step", "data": {"action": "..."}}`, `{"type": "state"}`
+and `{"type": "close"}`, and the server answers `{"type": "observation", "data": {"observation": {...},
+"reward": r, "done": d}}`, `{"type": "state", "data": {...}}` or `{"type": "error", "data": {"message":
+..., "code": ...}}`. Clients also read `GET /schema` (the action, observation and state JSON schemas)
+and `GET /metadata`.
+
+Here a session is a view of one of our stateless episodes, nothing more: `reset` creates an episode
+in the store (`data`: `env`, then `task_id`, or `split` and `index` or `seed`, and `max_steps` and
+`episode_id`, as `POST /v1/envs/{env}/episodes` takes them), and each `step` is the idempotent
+`step(episode_id, action, n)` with the session's count. So an episode outlives its socket: a client
+whose replica died connects to another and sends `reset` with the same `episode_id`, and the session
+picks the episode up where it stood (its last observation and step count). `close` deletes the
+episode; a socket that drops without it leaves the episode to expire as any other.
+
+A bad message (not JSON, not text, an unknown type, a field too many, a step before reset, an action
+the env refuses) gets an error message and the session goes on; the socket is never dropped for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions as redis
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.envs.base import UnknownResource, UnknownTask
+from services.envs.episodes import EpisodeService, ServiceError
+from shared.wire import CreateEpisode, StepResult
+
+log = logging.getLogger("services.envs.openenv")
+
+
+class Reset(BaseModel):
+    """`reset`'s data: which task, as `POST /v1/envs/{env}/episodes` (`seed` picks an index)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    env: str | None = Field(default=None, max_length=64)
+    """Default: the first env this service hosts."""
+    task_id: str | None = Field(default=None, max_length=256)
+    split: str | None = Field(default=None, max_length=64)
+    index: int | None = Field(default=None, ge=0)
+    seed: int | None = None
+    """With no `task_id` or `index`: the task `seed` modulo the split's size (split default `train`)."""
+    max_steps: int | None = Field(default=None, ge=1, le=10_000)
+    episode_id: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """An episode that exists is picked up where it stands (a client back from a dead replica)."""
+
+
+class Action(BaseModel):
+    """`step`'s data."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: str
+    """The action text, as `POST /v1/episodes/{id}/step` takes it."""
+
+
+class Observation(BaseModel):
+    """What each `reset` and `step` shows (beside the reward and `done`)."""
+
+    text: str
+    """The env's observation text."""
+    admissible_actions: list[str] | None
+    won: bool = False
+    truncated: bool = False
+    episode_id: str
+    step: int
+    """Actions applied so far."""
+    task: str | None = None
+    """The goal text (on `reset`)."""
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class State(BaseModel):
+    episode_id: str | None = None
+    step_count: int = 0
+    env: str | None = None
+    task_id: str | None = None
+    done: bool = False
+
+
+@dataclass
+class Session:
+    episode_id: str | None = None
+    env: str | None = None
+    task_id: str | None = None
+    step: int = 0
+    done: bool = False
+
+    def state(self) -> State:
+        return State(
+            episode_id=self.episode_id, step_count=self.step, env=self.env, task_id=self.task_id, done=self.done
+        )
+
+
+class SessionError(Exception):
+    def __init__(self, message: str, code: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+def _error(message: str, code: str, reason: str | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"message": message, "code": code}
+    if reason is not None:
+        data["reason"] = reason  # our own error code (`episode_done`, `store_unreachable`, ...)
+    return {"type": "error", "data": data}
+
+
+def _observed(result: StepResult) -> dict[str, Any]:
+    observation = Observation(
+        text=result.observation,
+        admissible_actions=result.admissible_actions,
+        won=result.won,
+        truncated=result.truncated,
+        episode_id=result.episode_id,
+        step=result.step,
+        info=result.info,
+    )
+    return {
+        "type": "observation",
+        "data": {"observation": observation.model_dump(), "reward": result.reward, "done": result.done},
+    }
+
+
+async def _reset(service: EpisodeService, session: Session, data: Reset) -> dict[str, Any]:
+    env_name = data.env or next(iter(service.envs))
+    env = service.env(env_name)
+    if data.episode_id is not None and (stored := await service.store.get(data.episode_id)) is not None:
+        record = await service.record(data.episode_id)  # picked up where it stands
+        if record.env != env_name:
+            raise SessionError(
+                f"episode {data.episode_id} is a {record.env} episode, not {env_name}", "VALIDATION_ERROR"
+            )
+        steps = [StepResult.model_validate(s["result"]) for s in stored.steps]
+        session.episode_id, session.env, session.task_id = record.episode_id, record.env, record.task_id
+        session.step, session.done = len(steps), bool(steps and steps[-1].done)
+        if steps:
+            return _observed(steps[-1])
+        opening = StepResult(
+            episode_id=record.episode_id,
+            observation=record.observation,
+            reward=0.0,
+            done=False,
+            truncated=False,
+            won=False,
+            admissible_actions=record.admissible_actions,
+            step=0,
+            info=record.info,
+        )
+        reply = _observed(opening)
+        reply["data"]["observation"]["task"] = record.task
+        return reply
+    index = data.index
+    split = data.split
+    if data.task_id is None and index is None:
+        split = split or "train"
+        sizes = env.splits()
+        if split not in sizes:
+            raise SessionError(f"no split {split!r} in {env_name}; there are {', '.join(sizes)}", "VALIDATION_ERROR")
+        index = (data.seed or 0) % sizes[split]
+    request = CreateEpisode(
+        task_id=data.task_id, split=split, index=index, max_steps=data.max_steps, episode_id=data.episode_id
+    )
+    episode = await service.create(env_name, request)
+    session.episode_id, session.env, session.task_id = episode.episode_id, episode.env, episode.task_id
+    session.step, session.done = 0, False
+    observation = Observation(
+        text=episode.observation,
+        admissible_actions=episode.admissible_actions,
+        episode_id=episode.episode_id,
+        step=0,
+        task=episode.task,
+        info=episode.info,
+    )
+    return {"type": "observation", "data": {"observation": observation.model_dump(), "reward": 0.0, "done": False}}
+
+
+async def _step(service: EpisodeService, session: Session, data: Action) -> dict[str, Any]:
+    if session.episode_id is None:
+        raise SessionError("no episode in this session: send reset first", "SESSION_ERROR")
+    result = await service.step(session.episode_id, data.action, session.step)
+    session.step, session.done = result.step, result.done
+    return _observed(result)
+
+
+async def _answer(service: EpisodeService, session: Session, text: str) -> dict[str, Any] | None:
+    """The reply to one message (None: the client closed the session)."""
+    try:
+        message = json.loads(text)
+    except ValueError as e:
+        return _error(f"Invalid JSON: {e}", "INVALID_JSON")
+    if not isinstance(message, dict):
+        return _error("a message is a JSON object with a type", "VALIDATION_ERROR")
+    kind = message.get("type")
+    extra = sorted(set(message) - {"type", "data"})
+    if extra:
+        return _error(f"unknown field(s) {', '.join(extra)}: a message has a type and data", "VALIDATION_ERROR")
+    data = message.get("data", {})
+    try:
+        if kind == "reset":
+            return await _reset(service, session, Reset.model_validate(data if data is not None else {}))
+        if kind == "step":
+            return await _step(service, session, Action.model_validate(data))
+        if kind == "state":
+            return {"type": "state", "data": session.state().model_dump()}
+        if kind == "close":
+            if session.episode_id is not None:
+                with contextlib.suppress(ServiceError):  # already gone (expired, or closed over HTTP)
+                    await service.delete(session.episode_id)
+            return None
+        return _error(f"Unknown message type: {kind}", "UNKNOWN_TYPE")
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "data"
+        return _error(f"{kind} data: {where}: {first['msg']}", "VALIDATION_ERROR")
+    except SessionError as e:
+        return _error(str(e), e.code, e.reason)
+    except ServiceError as e:
+        code = "CAPACITY_REACHED" if e.status == 429 else "EXECUTION_ERROR"
+        return _error(e.message, code, e.code)
+    except (UnknownTask, UnknownResource) as e:
+        return _error(str(e), "EXECUTION_ERROR", "not_found")
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        return _error(f"the episode store is unreachable: {e}", "EXECUTION_ERROR", "store_unreachable")
+
+
+def install_openenv(app: FastAPI, token: str | None, max_message_bytes: int) -> None:
+    """`/ws`, `/schema` and `/metadata` on `app` (the env service, whose `state.service` it uses)."""
+
+    @app.websocket("/ws")
+    async def session(websocket: WebSocket) -> None:
+        if token is not None and websocket.headers.get("authorization") != f"Bearer {token}":
+            await websocket.close(code=1008, reason="missing or wrong bearer token")
+            return
+        await websocket.accept()
+        service: EpisodeService = websocket.app.state.service
+        state = Session()
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:
+                    try:
+                        raw = (message.get("bytes") or b"").decode()
+                    except UnicodeDecodeError:
+                        await websocket.send_json(_error("a message is UTF-8 JSON text", "INVALID_JSON"))
+                        continue
+                if len(raw.encode()) > max_message_bytes:
+                    reply: dict[str, Any] | None = _error(
+                        f"a message of {len(raw.encode())} bytes exceeds the limit of {max_message_bytes}",
+                        "VALIDATION_ERROR",
+                    )
+                else:
+                    reply = await _answer(service, state, raw)
+                if reply is None:
+                    await websocket.close()
+                    return
+                await websocket.send_json(reply)
+        except WebSocketDisconnect:
+            return
+
+    @app.get("/schema", tags=["OpenEnv"])
+    async def schema() -> dict[str, Any]:
+        """The JSON schemas of a session's actions, observations and state (OpenEnv's `/schema`)."""
+        return {
+            "action": Action.model_json_schema(),
+            "observation": Observation.model_json_schema(),
+            "state": State.model_json_schema(),
+        }
+
+    @app.get("/metadata", tags=["OpenEnv"])
+    async def metadata() -> dict[str, Any]:
+        """What this service is (OpenEnv's `/metadata`)."""
+        envs = ", ".join(sorted(app.state.service.envs))
+        return {
+            "name": "sdar-envs",
+            "description": f"SDAR environment service hosting {envs}; episodes are stateless and shared by replicas",
+            "version": "1",
+            "readme_content": None,
+            "author": None,
+            "documentation_url": None,
+        }
