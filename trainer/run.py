@@ -743,7 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"using the running stack: env service {found.env_url}, Redis {found.redis_url}{teacher}", flush=True)
             args.env_url, args.redis_url, args.teacher_url = found.env_url, found.redis_url, found.teacher_url
         else:
-            log.info("no running stack (%s): starting the embedded services", why)
+            print(f"no running stack to use ({why}): starting the embedded services", flush=True)
     run = Run(config, directory, args)
     with contextlib.ExitStack() as stack:
         try:
