@@ -90,7 +90,7 @@ def centre(name: str) -> tuple[float, float]:
 
 def edge(name: str, towards: tuple[float, float]) -> tuple[float, float]:
     """Where the line from the box's centre towards a point leaves the box."""
-    x, y, w, h, *_ = BOXES[name]
+    w, h = BOXES[name][2:4]
     cx, cy = centre(name)
     dx, dy = towards[0] - cx, towards[1] - cy
     scale = min(w / 2 / abs(dx) if dx else float("inf"), h / 2 / abs(dy) if dy else float("inf"))
