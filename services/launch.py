@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,10 +109,14 @@ def order(services: Mapping[str, Any], only: Sequence[str] | None) -> list[str]:
         if name in path:
             raise LaunchError(f"the compose file's depends_on runs in a circle: {' -> '.join((*path, name))}")
         for dependency in services[name].get("depends_on") or []:
+            if dependency not in services:
+                raise LaunchError(f"service {name} depends on {dependency!r}, which the compose file does not define")
             visit(dependency, (*path, name))
         out.append(name)
 
     for name in wanted:
+        if name not in services:
+            raise LaunchError(f"no service {name!r} in the compose file; there are {', '.join(services)}")
         visit(name, ())
     return out
 
@@ -130,13 +135,6 @@ def plan(
         host_ports, inner = compose.ports(service)
         if host_ports and inner is not None:
             host_of[name], container_port[name] = ("127.0.0.1", host_ports[0]), inner
-    if redis_url is not None:
-        for name, service in services.items():
-            if compose.is_redis(service):
-                from urllib.parse import urlsplit
-
-                given = urlsplit(redis_url)
-                host_of[name] = (given.hostname or "127.0.0.1", given.port or 6379)
     out: list[Process] = []
     for name in names:
         service = services[name]
@@ -161,7 +159,10 @@ def plan(
                 command = _python_command(name, service, port)
                 health = _health_command(check, container_port.get(name), port)
                 url = f"http://127.0.0.1:{port}"
-            env = {k: _rewrite(str(v), services, host_of, container_port) for k, v in _environment(service).items()}
+            env = {
+                k: _rewrite(str(v), services, host_of, container_port, redis_url)
+                for k, v in _environment(service).items()
+            }
             env = {k: _host_path(v, service) for k, v in env.items()}
             out.append(
                 Process(
@@ -180,17 +181,27 @@ def plan(
 
 
 def _environment(service: Mapping[str, Any]) -> dict[str, Any]:
+    """The service's `environment`; a key with no value takes this shell's, as in Compose."""
     environment = service.get("environment") or {}
     if isinstance(environment, list):  # the `KEY=VALUE` form
-        return dict(item.partition("=")[::2] for item in environment)
-    return {k: "" if v is None else v for k, v in environment.items()}
+        pairs = [item.partition("=") for item in environment]
+        environment = {key: value if sep else None for key, sep, value in pairs}
+    return {k: os.environ.get(k, "") if v is None else v for k, v in environment.items()}
 
 
 def _rewrite(
-    value: str, services: Mapping[str, Any], host_of: Mapping[str, tuple[str, int]], inner: Mapping[str, int]
+    value: str,
+    services: Mapping[str, Any],
+    host_of: Mapping[str, tuple[str, int]],
+    inner: Mapping[str, int],
+    redis_url: str | None = None,
 ) -> str:
-    """`scheme://SERVICE:PORT` as that service's address here."""
+    """`scheme://SERVICE:PORT` as that service's address here; a Redis URL of the file's Redis service
+    (`redis://redis:6379/0`) as the given `redis_url` whole (its password, database and scheme)."""
     for name in services:
+        if redis_url is not None and compose.is_redis(services[name]):
+            value = re.sub(rf"^rediss?://{re.escape(name)}:\d+(/\d+)?$", lambda _: redis_url, value)
+            continue
         if name not in host_of:
             continue
         host, port = host_of[name]
@@ -233,8 +244,9 @@ def _redis_command(service: Mapping[str, Any], port: int, data: Path) -> list[st
 
 def _health_command(check: Mapping[str, Any], inner: int | None, port: int) -> list[str] | None:
     """The compose healthcheck's command, against the host port."""
-    test = [str(x) for x in check.get("test") or []]
-    if not test or test[0] == "NONE":
+    given = check.get("test") or []
+    test = ["CMD-SHELL", given] if isinstance(given, str) else [str(x) for x in given]
+    if not test or test[0] == "NONE" or check.get("disable"):
         return None
     if test[0] == "CMD-SHELL":
         test = ["sh", "-c", " ".join(test[1:])]
@@ -350,7 +362,10 @@ def wait_healthy(process: Process) -> None:
         if healthy(process):
             return
         time.sleep(process.poll_s)
-    raise LaunchError(f"{process.name} did not pass its healthcheck in {process.wait_s:.0f} s; its log: {process.log}")
+    raise LaunchError(
+        f"{process.name} did not pass its healthcheck in {process.wait_s:.0f} s; its log: {process.log}\n"
+        + _tail(process.log)
+    )
 
 
 def _tail(path: str, lines: int = 5) -> str:
@@ -370,16 +385,18 @@ def stop(processes: Sequence[Process]) -> list[Process]:
             os.killpg(p.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_S
     for p in live:
+        assert p.pid is not None
         while alive(p) and time.monotonic() < deadline:
             _reap(p)
             time.sleep(0.1)
-        if alive(p):
-            assert p.pid is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-        while alive(p):  # a zombie of ours until reaped
+        # the group's last members (its leader exited, or would not): killed, as the group was ours
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        end = time.monotonic() + 5.0
+        while alive(p) and time.monotonic() < end:  # gone at once, unless it is stuck in the kernel
             _reap(p)
             time.sleep(0.05)
+        _reap(p)
     return live
 
 
@@ -408,6 +425,12 @@ def up(args: argparse.Namespace) -> int:
     try:
         for process in processes:
             if (running := live.get((process.service, process.replica))) is not None:
+                if running.command != process.command:  # another port or command: the file or a variable changed
+                    raise LaunchError(
+                        f"{running.name} is up (pid {running.pid}) with another command than the compose file now "
+                        f"gives: {' '.join(running.command[-4:])}; python -m services.launch down --only "
+                        f"{running.service} first"
+                    )
                 print(f"{running.name} is up on {running.url} (pid {running.pid})", flush=True)
                 continue
             start(process, directory)
@@ -426,7 +449,7 @@ def up(args: argparse.Namespace) -> int:
             time.sleep(1.0)
             for p in started:
                 _reap(p)
-    except (KeyboardInterrupt, LaunchError) as e:
+    except BaseException as e:  # Ctrl-C, a service that fails, or anything else: stop what this started
         stopped = stop(started)
         rest = [p for p in stack if p not in started]
         if rest:
@@ -434,9 +457,9 @@ def up(args: argparse.Namespace) -> int:
         else:
             (directory / "state.json").unlink(missing_ok=True)
         print(f"stopped {len(stopped)} process(es)", flush=True)
-        if isinstance(e, LaunchError):
-            raise
-        return 130
+        if isinstance(e, KeyboardInterrupt):
+            return 130
+        raise
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -511,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return {"up": up, "down": down, "status": status}[args.command](args)
-    except (LaunchError, ValueError) as e:
+    except (LaunchError, ValueError, OSError, ImportError) as e:
         print(f"python -m services.launch: error: {e}", file=sys.stderr)
         return 1
 

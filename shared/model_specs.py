@@ -136,6 +136,8 @@ def torch_device(name: str) -> Any:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError(f"device {name}: this machine has no CUDA device (torch.cuda.is_available() is False)")
+    if ":" in name and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"device {name}: under torchrun give cuda, and each process takes its LOCAL_RANK's GPU")
     index = int(name.partition(":")[2] or os.environ.get("LOCAL_RANK", "0"))
     if index >= torch.cuda.device_count():
         raise ValueError(f"device {name}: there are {torch.cuda.device_count()} CUDA device(s)")

@@ -9,6 +9,7 @@ learner drops it, and drops a group with fewer than two usable episodes.
 
 from __future__ import annotations
 
+import zlib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -162,3 +163,15 @@ class GroupRecord(BaseModel):
     def label(self) -> str | None:
         """The one skill-routing label the env has."""
         return self.task_type or self.data_source or self.category
+
+
+def encode(group: GroupRecord) -> dict[bytes, bytes]:
+    """A group as a rollout buffer's stream entry: `g`, the zlib-compressed JSON record; `v`, its
+    policy version; `schema`."""
+    payload = zlib.compress(group.model_dump_json(by_alias=True).encode(), 6)
+    return {b"g": payload, b"v": str(group.policy_version).encode(), b"schema": str(SCHEMA).encode()}
+
+
+def decode(fields: dict[bytes, bytes]) -> GroupRecord:
+    """`encode`'s group again (`KeyError`, `zlib.error` or a pydantic `ValidationError` if it is not one)."""
+    return GroupRecord.model_validate_json(zlib.decompress(fields[b"g"]))

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from shared.rollout_wire import SCHEMA, GroupRecord
+from shared.rollout_wire import SCHEMA, GroupRecord, decode, encode
 
 log = logging.getLogger(__name__)
 Fields = dict[bytes, bytes]
@@ -87,15 +87,6 @@ class Buffer(Protocol):
     async def dead_letters(self) -> list[DeadLetter]: ...
 
     async def close(self) -> None: ...
-
-
-def encode(group: GroupRecord) -> Fields:
-    payload = zlib.compress(group.model_dump_json(by_alias=True).encode(), 6)
-    return {b"g": payload, b"v": str(group.policy_version).encode(), b"schema": str(SCHEMA).encode()}
-
-
-def decode(fields: Fields) -> GroupRecord:
-    return GroupRecord.model_validate_json(zlib.decompress(fields[b"g"]))
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,8 @@ class Learner:
         self.sharded = config.sharding == "fsdp" and self.world > 1
         self.full: Any | None = None
         """Under FSDP, the first process's whole copy of the weights, refreshed after every step."""
+        self.empty_passes = 0
+        """Under FSDP, the empty micro-batches this process has run to keep pace with the others."""
         if self.sharded:
             from trainer import sharding
 
@@ -394,7 +396,9 @@ class Learner:
         from trainer import sharding
 
         device = next(self.model.parameters()).device
-        return [*micros, *[None] * (sharding.micro_batch_count(len(micros), device) - len(micros))]
+        empty = sharding.micro_batch_count(len(micros), device) - len(micros)
+        self.empty_passes += empty
+        return [*micros, *[None] * empty]
 
     def _logprobs(self, scorer: Any, samples: Sequence[Sample], indices: Sequence[int]) -> dict[int, torch.Tensor]:
         """The response log-probs of `samples[i]` for each of `indices` under `scorer`, without

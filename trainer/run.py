@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import datetime
 import importlib.util
 import json
 import logging
@@ -316,8 +317,13 @@ class Run:
     def follow(self, learner: Any) -> None:
         """A process other than the first: train its share of each step's groups until the run ends
         (the first process rolls out, checkpoints, evaluates and publishes)."""
+        from trainer.checkpoint import PREFIX
+        from trainer.teacher import HTTPTeacher
+
         while (message := self.share(None)) is not None:
             groups, step, version = message
+            if isinstance(learner.teacher, HTTPTeacher) and version:  # what the first process published
+                learner.teacher.published = (self.dir / "checkpoints" / f"{PREFIX}{step:06d}", version)
             learner.step(groups, step, version)
             if learner.sharded:  # the first process gathers the optimizer state for its checkpoint
                 learner.trainer_state()
@@ -634,11 +640,13 @@ def start_processes() -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
+    # the other processes wait in a collective while the first rolls out and evaluates: a long timeout
+    timeout = datetime.timedelta(hours=2)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("cpu:gloo,cuda:nccl")
+        dist.init_process_group("cpu:gloo,cuda:nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -704,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         box: list[Any] = [None]
         dist.broadcast_object_list(box, src=0)
-        directory, config = Path(box[0][0]), validate(box[0][1])
+        directory, config, args.teacher_url = Path(box[0][0]), validate(box[0][1]), box[0][2]
     elif args.resume is not None:
         directory = args.resume
         try:
@@ -725,25 +733,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             update={"redis_prefix": f"sdar:run:{directory.name}-{salt}:", "consumer": f"learner-{salt}"}
         )
         write_config(directory, config)
-    if rank == 0 and world > 1:
+    if rank == 0:
+        print(f"config:\n{config.model_dump_json(indent=2)}", flush=True)
+        print(f"run directory: {directory}" + (f" ({world} learner processes)" if world > 1 else ""), flush=True)
+        given = args.env_url or args.teacher_url or args.redis_url or os.environ.get("REDIS_URL")
+        if not given:
+            from trainer.stack import running_stack  # given URLs win; then a running stack; then our own
+
+            found, why = running_stack(config.env, config.model, config.algorithm.needs_teacher)
+            if found is not None:
+                teacher = f", teacher {found.teacher_url}" if found.teacher_url else ""
+                print(
+                    f"using the running stack: env service {found.env_url}, Redis {found.redis_url}{teacher}",
+                    flush=True,
+                )
+                args.env_url, args.redis_url, args.teacher_url = found.env_url, found.redis_url, found.teacher_url
+            else:
+                print(f"no running stack to use ({why}): starting the embedded services", flush=True)
+    if rank == 0 and world > 1:  # the run, and the teacher every process scores with
         import torch.distributed as dist
 
-        dist.broadcast_object_list([(str(directory), config.model_dump())], src=0)
+        dist.broadcast_object_list([(str(directory), config.model_dump(), args.teacher_url)], src=0)
     if rank != 0:  # the first process rolls out, checkpoints, evaluates and reports
         asyncio.run(Run(config, directory, args).train("", ""))
         return 0
-    print(f"config:\n{config.model_dump_json(indent=2)}", flush=True)
-    print(f"run directory: {directory}" + (f" ({world} learner processes)" if world > 1 else ""), flush=True)
-    if args.env_url is None and args.teacher_url is None and args.redis_url is None and not os.environ.get("REDIS_URL"):
-        from trainer.stack import running_stack  # given URLs win; then a running stack; then our own
-
-        found, why = running_stack(config.env, config.model, config.algorithm.needs_teacher)
-        if found is not None:
-            teacher = f", teacher {found.teacher_url}" if found.teacher_url else ""
-            print(f"using the running stack: env service {found.env_url}, Redis {found.redis_url}{teacher}", flush=True)
-            args.env_url, args.redis_url, args.teacher_url = found.env_url, found.redis_url, found.teacher_url
-        else:
-            print(f"no running stack to use ({why}): starting the embedded services", flush=True)
     run = Run(config, directory, args)
     with contextlib.ExitStack() as stack:
         try:

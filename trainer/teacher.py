@@ -158,7 +158,13 @@ class HTTPTeacher:
         if held.get("run") == self.run and held["policy_version"] == version:
             self.published = None if checkpoint is None else (checkpoint, version)
         elif checkpoint is None:
-            self._post("/v1/policy", {"base": True, "version": 0, "run": self.run}, ok=(409,))
+            refused = self._post("/v1/policy", {"base": True, "version": 0, "run": self.run}, ok=(409,)) is None
+            held = self.policy() if refused else {}
+            if refused and (held.get("run"), held.get("policy_version")) != (self.run, 0):  # not a lost reply's retry
+                raise TeacherServiceError(
+                    f"the teacher service at {self.url} holds policy version {held.get('policy_version')} of this "
+                    "run, which has no checkpoint: start a new run, or give the teacher its base (restart it)"
+                )
         else:
             self.publish(checkpoint, version)
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pathlib
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -14,6 +16,7 @@ import redis.exceptions as redis
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from pydantic import ValidationError
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, NotFound, ServiceError, TooLarge
@@ -22,7 +25,8 @@ from services.envs.registry import build_envs
 from services.envs.searchqa.env import SearchQAEnvironment
 from services.envs.searchqa.retrieval import doc_list
 from services.envs.store import EpisodeStore, MemoryEpisodeStore, RedisEpisodeStore
-from shared.server import HttpMetrics, api_router, error_response, errors, install_common, text
+from shared.rollout_wire import GroupRecord, decode
+from shared.server import HttpMetrics, api_router, error_response, errors, install_common, install_page, text
 from shared.settings import EnvServiceSettings
 from shared.wire import (
     BatchStepRequest,
@@ -134,7 +138,7 @@ def create_app(
 
     app = FastAPI(title="SDAR environment service", version="1", lifespan=lifespan)
     install_common(app, metrics, settings.max_body_bytes)
-    install_openenv(app, settings.token, settings.max_body_bytes)
+    install_page(app, pathlib.Path(__file__).with_name("page.html"))  # the episode viewer, over the routes below
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -160,6 +164,7 @@ def create_app(
         return JSONResponse(body.model_dump())
 
     router = api_router(settings.token)
+    install_openenv(app, router, settings.token, settings.max_body_bytes)
 
     @router.get("/metrics", response_class=PlainTextResponse, responses=text("Prometheus metrics"))
     async def prometheus(svc: Service) -> Response:
@@ -248,6 +253,27 @@ def create_app(
     @router.get("/v1/episodes/{episode_id}", response_model=EpisodeRecord, responses=errors(404, 503))
     async def get_record(episode_id: str, svc: Service) -> EpisodeRecord:
         return await svc.record(episode_id)
+
+    @router.get("/v1/groups/{entry_id}", response_model=GroupRecord, responses=errors(404, 422, 503))
+    async def get_group(
+        entry_id: Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")],
+        stream: Annotated[str, Query(min_length=1, max_length=256)],
+        svc: Service,
+    ) -> GroupRecord:
+        """A group on a rollout buffer (a run's `<redis_prefix>groups` stream, on this service's Redis),
+        by its entry id: for the episode viewer. Trained groups are deleted from the buffer."""
+        if not isinstance(svc.store, RedisEpisodeStore):
+            raise NotFound("this service keeps its episodes in process: it has no Redis to read a buffer from")
+        try:
+            fields = await svc.store.stream_entry(stream, entry_id)
+        except redis.ResponseError as e:  # not a stream, or an id past Redis's range
+            raise NotFound(f"cannot read group {entry_id} from {stream}: {e}") from None
+        if fields is None:
+            raise NotFound(f"no group {entry_id} on {stream} (never written, or trained and deleted)")
+        try:
+            return decode(fields)
+        except (KeyError, zlib.error, ValidationError) as e:
+            raise ServiceError(f"entry {entry_id} of {stream} is not a group record ({type(e).__name__})") from None
 
     @router.delete("/v1/episodes/{episode_id}", status_code=204, responses=errors(404, 503))
     async def delete_episode(episode_id: str, svc: Service) -> Response:

@@ -23,17 +23,18 @@ the env refuses) gets an error message and the session goes on; the socket is ne
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions as redis
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.envs.base import UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, ServiceError
+from shared.server import strict_json
 from shared.wire import CreateEpisode, StepResult
 
 log = logging.getLogger("services.envs.openenv")
@@ -133,13 +134,11 @@ def _observed(result: StepResult) -> dict[str, Any]:
 
 
 async def _reset(service: EpisodeService, session: Session, data: Reset) -> dict[str, Any]:
-    env_name = data.env or next(iter(service.envs))
-    env = service.env(env_name)
     if data.episode_id is not None and (stored := await service.store.get(data.episode_id)) is not None:
         record = await service.record(data.episode_id)  # picked up where it stands
-        if record.env != env_name:
+        if data.env is not None and record.env != data.env:
             raise SessionError(
-                f"episode {data.episode_id} is a {record.env} episode, not {env_name}", "VALIDATION_ERROR"
+                f"episode {data.episode_id} is a {record.env} episode, not {data.env}", "VALIDATION_ERROR"
             )
         steps = [StepResult.model_validate(s["result"]) for s in stored.steps]
         session.episode_id, session.env, session.task_id = record.episode_id, record.env, record.task_id
@@ -160,6 +159,8 @@ async def _reset(service: EpisodeService, session: Session, data: Reset) -> dict
         reply = _observed(opening)
         reply["data"]["observation"]["task"] = record.task
         return reply
+    env_name = data.env or next(iter(service.envs))
+    env = service.env(env_name)
     index = data.index
     split = data.split
     if data.task_id is None and index is None:
@@ -196,7 +197,7 @@ async def _step(service: EpisodeService, session: Session, data: Action) -> dict
 async def _answer(service: EpisodeService, session: Session, text: str) -> dict[str, Any] | None:
     """The reply to one message (None: the client closed the session)."""
     try:
-        message = json.loads(text)
+        message = strict_json(text.encode())  # as every HTTP route: no NaN, NUL, lone surrogate, deep nesting
     except ValueError as e:
         return _error(f"Invalid JSON: {e}", "INVALID_JSON")
     if not isinstance(message, dict):
@@ -234,12 +235,14 @@ async def _answer(service: EpisodeService, session: Session, text: str) -> dict[
         return _error(f"the episode store is unreachable: {e}", "EXECUTION_ERROR", "store_unreachable")
 
 
-def install_openenv(app: FastAPI, token: str | None, max_message_bytes: int) -> None:
-    """`/ws`, `/schema` and `/metadata` on `app` (the env service, whose `state.service` it uses)."""
+def install_openenv(app: FastAPI, router: APIRouter, token: str | None, max_message_bytes: int) -> None:
+    """`/ws` on `app`, and `/schema` and `/metadata` on `router` (behind the token, as every route but
+    `/health`), for the env service whose `state.service` they use."""
 
     @app.websocket("/ws")
     async def session(websocket: WebSocket) -> None:
-        if token is not None and websocket.headers.get("authorization") != f"Bearer {token}":
+        given = websocket.headers.get("authorization", "")
+        if token is not None and not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
             await websocket.close(code=1008, reason="missing or wrong bearer token")
             return
         await websocket.accept()
@@ -263,7 +266,11 @@ def install_openenv(app: FastAPI, token: str | None, max_message_bytes: int) -> 
                         "VALIDATION_ERROR",
                     )
                 else:
-                    reply = await _answer(service, state, raw)
+                    try:
+                        reply = await _answer(service, state, raw)
+                    except Exception as e:
+                        log.exception("openenv session: a message failed")
+                        reply = _error(f"the service failed on this message ({type(e).__name__})", "EXECUTION_ERROR")
                 if reply is None:
                     await websocket.close()
                     return
@@ -271,7 +278,7 @@ def install_openenv(app: FastAPI, token: str | None, max_message_bytes: int) -> 
         except WebSocketDisconnect:
             return
 
-    @app.get("/schema", tags=["OpenEnv"])
+    @router.get("/schema", tags=["OpenEnv"])
     async def schema() -> dict[str, Any]:
         """The JSON schemas of a session's actions, observations and state (OpenEnv's `/schema`)."""
         return {
@@ -280,7 +287,7 @@ def install_openenv(app: FastAPI, token: str | None, max_message_bytes: int) -> 
             "state": State.model_json_schema(),
         }
 
-    @app.get("/metadata", tags=["OpenEnv"])
+    @router.get("/metadata", tags=["OpenEnv"])
     async def metadata() -> dict[str, Any]:
         """What this service is (OpenEnv's `/metadata`)."""
         envs = ", ".join(sorted(app.state.service.envs))

@@ -214,6 +214,10 @@ class RedisEpisodeStore(EpisodeStore):
                 url, max_connections=2, timeout=2, socket_timeout=2, socket_connect_timeout=2
             )
         )
+        # raw (bytes) reads of other streams on this Redis, for the episode viewer: a pool of their own
+        self._raw = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(url, max_connections=4, timeout=5, socket_timeout=5)
+        )
         self._create = self._redis.register_script(_CREATE)
         self._append = self._redis.register_script(_APPEND)
         self._count = self._redis.register_script(_COUNT)
@@ -222,6 +226,12 @@ class RedisEpisodeStore(EpisodeStore):
     @property
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl_s * 1000))
+
+    async def stream_entry(self, stream: str, entry_id: str) -> dict[bytes, bytes] | None:
+        """One entry of a stream on this Redis, its fields as bytes (a rollout buffer's group, for the
+        episode viewer), or None; on a small pool of raw connections, never the episodes' or the health check's."""
+        entries: Any = await self._raw.xrange(stream, entry_id, entry_id, count=1)
+        return dict(entries[0][1]) if entries else None
 
     def _keys(self, episode_id: str) -> tuple[str, str]:
         key = f"{self.prefix}ep:{episode_id}"
@@ -282,3 +292,4 @@ class RedisEpisodeStore(EpisodeStore):
     async def close(self) -> None:
         await self._redis.aclose()
         await self._health.aclose()
+        await self._raw.aclose()

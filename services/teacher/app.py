@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -14,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from services.teacher.scoring import ScoringError, TooLong
 from services.teacher.service import Batcher, PolicyConflict, PolicyError, TeacherService, retrieved
 from services.teacher.skills import SkillError
-from shared.server import HttpMetrics, api_router, errors, install_common, map_errors, text
+from shared.server import HttpMetrics, api_router, errors, install_common, install_page, map_errors, text
 from shared.settings import TeacherSettings
 from shared.teacher_wire import (
     LoadPolicy,
@@ -101,6 +102,8 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
             PolicyConflict: (409, "version_conflict"),
         },
     )
+
+    install_page(app, Path(__file__).with_name("page.html"))  # the debugging page, over /v1/score
 
     @app.get("/health")
     async def health(svc: Service) -> dict[str, object]:

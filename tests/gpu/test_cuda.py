@@ -1,5 +1,6 @@
-"""On a CUDA host (`pytest -m gpu`): the learner and the main job on a GPU make the update they make
-on the CPU, and FSDP over NCCL on two GPUs makes one process's. Skipped where there is no GPU."""
+"""On a CUDA host (`pytest -m gpu`): the learner on a GPU makes the update it makes on the CPU, FSDP
+over NCCL on two GPUs makes one process's, and the main job trains on a GPU (its rollouts draw other
+random numbers there, so it is not compared with a CPU run). Skipped where there is no GPU."""
 
 from __future__ import annotations
 

@@ -73,6 +73,7 @@ def train(
         torch.save(learner.policy.state_dict(), save / "weights.pt")
         torch.save(state, save / "trainer_state.pt")
     (out / f"metrics-{tag}.json").write_text(json.dumps(metrics))
+    (out / f"empty-{tag}.json").write_text(json.dumps(learner.empty_passes))
     if world > 1:
         dist.destroy_process_group()
 
@@ -100,6 +101,8 @@ def test_two_processes_make_the_update_of_one(tmp_path: Path, sharding: str) -> 
         same_weights(one, torch.load(tmp_path / f"weights-2-{sharding}-{rank}.pt"))
     base = load_model("tiny").model.state_dict()
     assert any(not torch.allclose(one[k], base[k]) for k in one)  # it trained
+    empty = [json.loads((tmp_path / f"empty-2-{sharding}-{rank}.json").read_text()) for rank in (0, 1)]
+    assert (sum(empty) > 0) == (sharding == "fsdp")  # the shares cut unevenly: a process ran empty passes
     single = json.loads((tmp_path / "metrics-1-replicate-0.json").read_text())
     for rank in (0, 1):
         double = json.loads((tmp_path / f"metrics-2-{sharding}-{rank}.json").read_text())

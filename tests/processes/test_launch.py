@@ -98,7 +98,11 @@ def test_up_status_and_down_from_other_processes_leave_nothing_behind(tmp_path: 
 
         status = launcher("status", *flags)
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("healthy") == 3 and f"http://127.0.0.1:{env_port + 1}" in status.stdout
+        states = [line.split()[3] for line in status.stdout.splitlines()[1:]]
+        assert states == ["healthy"] * 3 and f"http://127.0.0.1:{env_port + 1}" in status.stdout
+        moved = launcher("up", "-d", *flags, env={"TEST_REDIS_PORT": str(free_port())})  # the file now says otherwise
+        assert moved.returncode == 1 and "redis is up (pid" in moved.stderr and "with another command" in moved.stderr
+        assert [p["pid"] for p in recorded(state)] == [p["pid"] for p in processes]  # nothing changed
         os.kill(processes[2]["pid"], signal.SIGKILL)  # a replica dies; up starts it again, and only it
         again = launcher("up", "-d", "--scale", "counter=2", *flags)
         assert again.returncode == 0, again.stderr

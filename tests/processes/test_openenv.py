@@ -74,6 +74,12 @@ def test_the_openenv_client_plays_an_episode_of_each_env_to_its_end(three_envs: 
     )
     assert len(results) == 3 and results[-1].observation["truncated"]  # ended at its step limit
 
+    with GenericEnvClient(base_url=url).sync() as one:  # picked up on a multi-env service: its own env, not the first
+        shop = one.reset(env="webshop", split="test", index=1)
+        with GenericEnvClient(base_url=url).sync() as other:
+            again = other.reset(episode_id=shop.observation["episode_id"])
+            assert again.observation == shop.observation and other.state()["env"] == "webshop"
+
     first, results, _ = play(
         url,
         {"env": "searchqa", "seed": 5},
@@ -131,6 +137,9 @@ def test_bad_messages_get_errors_and_the_session_goes_on() -> None:
             json.dumps({"type": "reset", "data": {"env": "chess"}}),
             json.dumps({"type": "reset", "data": {"split": "nope"}}),
             json.dumps({"type": "reset", "extra": 1}),
+            "[" * 2000,  # nested past the parser's depth (within the message limit)
+            '{"type": "reset", "data": {"task_id": "\\ud800"}}',  # a lone surrogate
+            '{"type": "reset", "data": {"index": NaN}}',
             json.dumps({"type": "step", "data": {"action": "x" * 4000}}),  # over the message limit
             json.dumps({"type": "reset", "data": {"split": "train", "index": 2}}),  # a good one, at last
             json.dumps({"type": "step", "data": {"action": 7}}),
@@ -143,6 +152,7 @@ def test_bad_messages_get_errors_and_the_session_goes_on() -> None:
         assert codes == [
             *("INVALID_JSON", "INVALID_JSON", "VALIDATION_ERROR", "UNKNOWN_TYPE", "SESSION_ERROR"),
             *("VALIDATION_ERROR", "VALIDATION_ERROR", "EXECUTION_ERROR", "VALIDATION_ERROR", "VALIDATION_ERROR"),
+            *("INVALID_JSON", "INVALID_JSON", "INVALID_JSON"),
             *("VALIDATION_ERROR", "observation", "VALIDATION_ERROR", "VALIDATION_ERROR", "observation", "state"),
         ], replies
         assert replies[7]["data"]["reason"] == "not_found" and "chess" in replies[7]["data"]["message"]

@@ -86,6 +86,9 @@ def one_run_after_another(url: str, checkpoint: Path, queries: list[Query]) -> N
         held = second.policy()
         assert (held["run"], held["policy_version"]) == ("run-b", 0) and held["path"] != str(checkpoint)
         second.begin(None, 0)  # again (a restart of run b before its first step): nothing to change
+        second.publish(checkpoint, 1)
+        with pytest.raises(TeacherServiceError, match="holds policy version 1 of this run, which has no checkpoint"):
+            second.begin(None, 0)  # run b's checkpoints are gone, but the teacher has its trained policy
         with pytest.raises(TeacherServiceError, match="now serves run run-b, not this one"):
             first.logprobs(queries)
     finally:

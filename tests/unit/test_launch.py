@@ -51,10 +51,28 @@ def test_the_compose_commands_settings_and_healthchecks_are_rewritten_for_this_h
     assert teacher.env["SDAR_TEACHER_MODEL"] == "smollm2"
 
 
-def test_a_given_redis_is_used_not_started(tmp_path: Path) -> None:
-    processes = launch.plan(SERVICES, ["redis", "webshop"], {}, tmp_path, redis_url="redis://10.0.0.5:7000/0")
+def test_a_given_redis_is_used_whole_not_started(tmp_path: Path) -> None:
+    given = "rediss://:secret@10.0.0.5:7000/3"  # its password, database and TLS kept
+    processes = launch.plan(SERVICES, ["redis", "webshop"], {}, tmp_path, redis_url=given)
     assert [p.service for p in processes] == ["webshop"]
-    assert processes[0].env["SDAR_REDIS_URL"] == "redis://10.0.0.5:7000/0"
+    assert processes[0].env["SDAR_REDIS_URL"] == given
+
+
+def test_compose_durations_healthcheck_forms_and_environment() -> None:
+    assert [launch._seconds(x, 0) for x in ("10s", "1m30s", "500ms", "2h", None)] == [10, 90, 0.5, 7200, 0]
+    assert launch._health_command({"test": "curl -f http://127.0.0.1:8001/health"}, 8001, 8101) == [
+        "sh",
+        "-c",
+        "curl -f http://127.0.0.1:8101/health",
+    ]
+    assert launch._health_command({"test": ["CMD", "true"], "disable": True}, None, 1) is None
+    service = {"environment": ["A=1", "HOME"]}  # a bare key takes this shell's value, as in Compose
+    assert launch._environment(service) == {"A": "1", "HOME": __import__("os").environ["HOME"]}
+
+
+def test_a_dependency_the_file_does_not_define_is_refused() -> None:
+    with pytest.raises(launch.LaunchError, match="depends on 'db', which the compose file does not define"):
+        launch.order({"a": {"depends_on": ["db"]}}, None)
 
 
 def test_a_compose_variable_moves_a_port(tmp_path: Path) -> None:
