@@ -95,11 +95,24 @@ def screenshot(browser: Any, name: str) -> None:
 
 def test_the_teacher_page_shows_the_score_routes_answer_token_by_token(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     with ServiceProcess("services.teacher", ["--model", "tiny"]) as teacher:
         browser.get(teacher.url + "/")
         policy = httpx.get(teacher.url + "/").headers["content-security-policy"]
         assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+        # an error that echoes the request (an unknown env) is shown as text: the markup never runs
+        hostile = "<img src=x onerror=pwned=2>"
+        browser.execute_script(
+            "arguments[0].add(new Option(arguments[1], arguments[1]), 0)", by_id(browser, "env"), hostile
+        )
+        Select(by_id(browser, "env")).select_by_index(0)
+        by_id(browser, "score").click()
+        wait(browser, lambda d: by_id(d, "error").text)
+        assert hostile in by_id(browser, "error").text and not browser.find_elements(By.CSS_SELECTOR, "#error img")
+        assert browser.execute_script("return window.pwned") is None
+        Select(by_id(browser, "env")).select_by_value("alfworld")
+
         response = f"<think>heat the egg</think>{SCRIPT}<action>go to microwave 1</action>"
         fill(browser, "response", response)
         by_id(browser, "score").click()
@@ -141,11 +154,12 @@ def test_the_teacher_page_shows_the_score_routes_answer_token_by_token(browser: 
         assert not browser.find_elements(By.CSS_SELECTOR, "#tokens script, #tokens img")
         assert "<img src=x" in by_id(browser, "tokens").get_attribute("textContent")
 
+        screenshot(browser, "teacher-page.png")
         by_gate = [s.value_of_css_property("background-color") for s in spans]
         browser.find_element(By.CSS_SELECTOR, "input[name=colour][value=gap]").click()
-        by_gap = [s.value_of_css_property("background-color") for s in spans]
+        repainted = browser.find_elements(By.CSS_SELECTOR, "#tokens span.token")  # drawn again
+        by_gap = [s.value_of_css_property("background-color") for s in repainted]
         assert by_gap != by_gate  # the toggle colours by the gap
-        screenshot(browser, "teacher-page.png")
 
         by_id(browser, "curl_link").click()
         command = by_id(browser, "curl").text
