@@ -132,6 +132,7 @@ def test_cli_rejects_bad_flags(args: list[str]) -> None:
     assert out.returncode == 2 and "usage: python -m trainer.openai_server" in out.stderr
 
 
+@pytest.mark.slow  # ~10 s: a rollout process through a server process; run by .ci/run after the default suite
 @pytest.mark.redis
 def test_the_rollout_command_generates_through_the_server(
     server: ServiceProcess, redis_base_url: str, redis_prefix: str
@@ -152,7 +153,9 @@ def test_the_rollout_command_generates_through_the_server(
     ("flags", "error"),
     [
         (["--model", "smollm2", "--temperature", str(T)], "serves 'tiny', not 'smollm2'"),
-        (["--model", "tiny", "--temperature", "1.0"], "every one of the 2 episodes faulted"),
+        pytest.param(  # ~10 s: a whole rollout of faults; .ci/run runs it after the default suite
+            ["--model", "tiny", "--temperature", "1.0"], "every one of the 2 episodes faulted", marks=pytest.mark.slow
+        ),
     ],
 )
 def test_a_rollout_that_can_write_nothing_usable_exits_non_zero(

@@ -38,6 +38,7 @@ def expert_task(client: EnvClient) -> tuple[str, list[str]]:
     return task_id, plan
 
 
+@pytest.mark.slow  # ~12 s: replicas and a crash; run by .ci/run after the default suite
 def test_replicas_share_episodes_and_survive_a_crash(
     redis_base_url: str, redis_prefix: str, alfworld_cache: Path
 ) -> None:

@@ -83,6 +83,7 @@ class DroppingTransport(httpx.AsyncHTTPTransport):
         return response
 
 
+@pytest.mark.slow  # ~10 s: env faults under a rollout; run by .ci/run after the default suite
 async def test_env_faults_lose_no_episode(redis_base_url: str, redis_prefix: str) -> None:
     tiny = load_model("tiny")
     generator = HFGenerator(tiny.model, tiny.tokenizer, Sampling(max_new_tokens=8), max_concurrency=16)

@@ -30,6 +30,7 @@ def play(url: str, task_id: str = "searchqa/test/3") -> list[dict[str, object]]:
         return trace
 
 
+@pytest.mark.slow  # ~16 s: three processes and an outage; run by .ci/run after the default suite
 def test_remote_retrieval_through_another_process_in_both_forms_and_across_an_outage() -> None:
     with ServiceProcess("services.envs", ["--envs", "searchqa"], env={"PYTHONHASHSEED": "1"}) as retriever:
         local = play(retriever.url)

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.processes
     [
         ("services.envs", ["--envs", "counter"], "env service"),
         ("services.teacher", ["--model", "tiny"], "teacher"),
-        ("trainer.openai_server", ["--model", "tiny"], "completions server"),
+        pytest.param(  # ~9 s; .ci/run runs it after the default suite
+            "trainer.openai_server", ["--model", "tiny"], "completions server", marks=pytest.mark.slow
+        ),
     ],
 )
 @pytest.mark.timeout(120)  # a service that never says where it listens would block the read

@@ -34,6 +34,7 @@ def play(url: str) -> list[dict[str, object]]:
         return trace
 
 
+@pytest.mark.slow  # ~8 s: several processes; run by .ci/run after the default suite
 def test_episodes_are_identical_across_processes_and_hash_seeds(sdar_cache: Path) -> None:
     traces = []
     for seed in ("1", "2"):

@@ -69,6 +69,7 @@ async def oracle_panel(client: httpx.AsyncClient, max_steps: int | None) -> list
     return await asyncio.gather(*(one(i) for i in range(len(PANELS["test"]))))
 
 
+@pytest.mark.slow  # ~15 s: the whole test panel; run by .ci/run after the default suite
 async def test_the_oracle_reader_answers_the_test_panel_over_http() -> None:
     async with serve(searchqa()) as client:
         finals = await oracle_panel(client, max_steps=9)  # two searches per fact at most

@@ -37,6 +37,7 @@ def test_a_saved_directory_loads_as_it_was_saved(tmp_path: Path) -> None:
         assert torch.equal(loaded.model(ids).logits, tiny.model(ids).logits)
 
 
+@pytest.mark.slow  # ~9 s: a fresh interpreter importing transformers; run by .ci/run after the default suite
 def test_the_hub_is_offline_when_models_is_imported_first() -> None:
     code = "import shared.models, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
@@ -61,6 +62,7 @@ def test_a_corrupt_gguf_is_refused_by_its_checksum(tmp_path: Path, monkeypatch: 
     assert not (tmp_path / "cache" / "models").exists()  # refused before anything is written
 
 
+@pytest.mark.slow  # ~36 s: converts the GGUF file twice; run by .ci/run after the default suite
 def test_smollm2_is_converted_once_and_equals_the_gguf_model(sdar_cache: Path) -> None:
     first = load_model("smollm2", cache_dir=sdar_cache)
     assert Path(first.path).parent == sdar_cache / "models" and (Path(first.path) / "model.safetensors").is_file()

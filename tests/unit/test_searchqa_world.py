@@ -45,6 +45,7 @@ def test_world_and_panels_match_the_committed_golden_hashes() -> None:
     assert fingerprint() == json.loads(GOLDEN.read_text())
 
 
+@pytest.mark.slow  # ~6 s: another interpreter; run by .ci/run after the default suite
 def test_the_same_world_in_another_process_with_another_hash_seed() -> None:
     code = "import json; from tests.unit.test_searchqa_world import fingerprint; print(json.dumps(fingerprint()))"
     for seed in ("0", "12345"):

@@ -211,6 +211,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # ~7 s: several interpreters; run by .ci/run after the default suite
 def test_panels_are_the_same_in_every_process_and_hash_seed(tmp_path: Path) -> None:
     """Golden hashes of the catalog and sample goals, under two hash seeds (nothing may depend on
     set or dict order). Regenerate `tests/data/webshop_golden.json` only with a catalog version bump."""

@@ -20,6 +20,7 @@ lock. Simulator work still runs off the event loop; a replica runs one ALFWorld 
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import time
@@ -30,7 +31,8 @@ from typing import Any
 import fast_downward
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
-from textworld.envs.pddl import PddlEnv
+from textworld import logic as textworld_logic
+from textworld.envs.pddl import PddlEnv, textgen
 from textworld.envs.pddl import logic as pddl_logic
 
 from services.envs.base import EnvBusy
@@ -60,10 +62,49 @@ fast_downward.pddl2sas = _translate_once
 pddl_logic.GameLogic = functools.lru_cache(maxsize=64)(pddl_logic.GameLogic)
 
 
+# Every step derives each admissible command's text and the feedback through TextWorld's grammar, and
+# each derivation parses with tatsu: the command template (`ContextSensitiveGrammar.derive`) and every
+# production rule's condition (`Rule.parse_conjunctive_query`, in `replace`), again and again for the
+# same strings. Both parses are pure functions of their text: the condition's Rule is only read
+# (`State.all_assignments`), and a derivation's symbols, which `derive` mutates, are a fresh deep copy
+# of the memoised parse each time. The golden transcripts hold with the memo
+# (`tests/service/test_alfworld.py`); `BENCHMARKS.md` has the step time with and without it.
+_parse_symbols = textgen._parse_and_convert
+_parse_query = textworld_logic.Rule.parse_conjunctive_query
+_own_query = textworld_logic.Rule.__dict__["parse_conjunctive_query"]  # the classmethod itself, to restore
+
+
+@functools.lru_cache(maxsize=4096)
+def _symbols(text: str) -> Any:
+    return _parse_symbols(text, rule_name="symbols")
+
+
+@functools.lru_cache(maxsize=4096)
+def _query(text: str) -> Any:
+    return _parse_query(text)
+
+
+def _symbols_once(text: str, rule_name: str = "", **kwargs: Any) -> Any:
+    if rule_name != "symbols" or kwargs.get("trace"):
+        return _parse_symbols(text, rule_name=rule_name, **kwargs)
+    return copy.deepcopy(_symbols(text))
+
+
+def memoise_grammar(on: bool = True) -> None:
+    """Memoise TextWorld's grammar parses (the default), or restore its own (for measuring)."""
+    textgen._parse_and_convert = _symbols_once if on else _parse_symbols
+    setattr(textworld_logic.Rule, "parse_conjunctive_query", staticmethod(_query) if on else _own_query)  # noqa: B010
+
+
+memoise_grammar()
+
+
 def clear_memos() -> None:
     """Forget shared parses and translations (for measuring a cold start)."""
     _memoised_translate.cache_clear()
     pddl_logic.GameLogic.cache_clear()
+    _symbols.cache_clear()
+    _query.cache_clear()
 
 
 class TextWorldEngine:
