@@ -145,9 +145,11 @@ class LoadPolicy(Request):
     version: int | None = Field(default=None, ge=0)
     """Default: the current version plus one. Within a run it must be higher than the current one."""
     run: str | None = Field(default=None, min_length=1, max_length=256)
-    """The trainer run publishing it. A run other than the current policy's starts its own sequence of
-    versions (any version is taken), so one service serves one run after another; a run that finds
-    another's policy in its scores knows the service was taken over."""
+    """The trainer run publishing it. Within a run, versions only go up."""
+    take_over: bool = False
+    """A run starting (or resuming) takes the service over from another run's policy: its own sequence
+    of versions starts (any version is taken). Without it, a publish from another run than the
+    current policy's is refused (409): the older of two runs sharing a teacher stops, not the newer."""
 
     @model_validator(mode="after")
     def _one_source(self) -> LoadPolicy:

@@ -158,7 +158,8 @@ class HTTPTeacher:
         if held.get("run") == self.run and held["policy_version"] == version:
             self.published = None if checkpoint is None else (checkpoint, version)
         elif checkpoint is None:
-            refused = self._post("/v1/policy", {"base": True, "version": 0, "run": self.run}, ok=(409,)) is None
+            body = {"base": True, "version": 0, "run": self.run, "take_over": True}
+            refused = self._post("/v1/policy", body, ok=(409,)) is None
             held = self.policy() if refused else {}
             if refused and (held.get("run"), held.get("policy_version")) != (self.run, 0):  # not a lost reply's retry
                 raise TeacherServiceError(
@@ -166,7 +167,7 @@ class HTTPTeacher:
                     "run, which has no checkpoint: start a new run, or give the teacher its base (restart it)"
                 )
         else:
-            self.publish(checkpoint, version)
+            self.publish(checkpoint, version, take_over=True)
 
     def logprobs(self, queries: Sequence[Query]) -> list[list[float]]:
         out: list[list[float]] = []
@@ -189,12 +190,17 @@ class HTTPTeacher:
             out += [item["teacher_logprobs"] for item in reply["items"]]
         return out
 
-    def publish(self, checkpoint: Path, version: int) -> None:
-        """The service loads `checkpoint` as policy `version` (already there, after a retry: done)."""
-        body = {"path": str(checkpoint.resolve()), "version": version, "run": self.run}
+    def publish(self, checkpoint: Path, version: int, *, take_over: bool = False) -> None:
+        """The service loads `checkpoint` as policy `version` (already there, after a retry: done);
+        `take_over`: from another run's policy (`begin`)."""
+        body = {"path": str(checkpoint.resolve()), "version": version, "run": self.run, "take_over": take_over}
         refused = self._post("/v1/policy", body, ok=(409,)) is None
-        if refused and (served := self.version()) != version:  # a newer one is another trainer's
-            raise TeacherServiceError(f"teacher service refused policy version {version}: it serves {served}")
+        held = self.policy() if refused else {}
+        if refused and (held.get("run"), held.get("policy_version")) != (self.run, version):
+            raise TeacherServiceError(  # another run took the service over, or a newer version is another trainer's
+                f"teacher service refused policy version {version} of run {self.run}: it serves version "
+                f"{held.get('policy_version')} of run {held.get('run')}"
+            )
         self.published = (checkpoint, version)
 
     def close(self) -> None:

@@ -89,10 +89,12 @@ class TeacherService:
         mode = self.settings.teacher_mode
         return policy.model if mode == "self" else self.initial if mode == "frozen" else self.external
 
-    def load_policy(self, path: str | None, version: int | None = None, run: str | None = None) -> Policy:
+    def load_policy(
+        self, path: str | None, version: int | None = None, run: str | None = None, take_over: bool = False
+    ) -> Policy:
         """Load a checkpoint (`path`; None: the base weights the service started with) and make it
         the policy; a scoring call in progress finishes on the version it started with. Within a run
-        versions only go up; another run's publish starts that run's own sequence. Blocking."""
+        versions only go up; another run takes the service over only with `take_over`. Blocking."""
         if path is None:
             model, where = self.loaded.model, self.loaded.path
         else:
@@ -109,6 +111,8 @@ class TeacherService:
         with self._swap:
             current = self.policy
             new = current.version + 1 if version is None else version
+            if run is not None and current.run is not None and run != current.run and not take_over:
+                raise PolicyConflict(f"the service serves run {current.run} now, not run {run}")
             if (run is None or run == current.run) and new <= current.version:
                 raise PolicyConflict(f"version {new} is not newer than the current {current.version}")
             if run is not None and run != current.run:

@@ -75,7 +75,8 @@ def learners_view_over_http_and_in_process(url: str, tmp_path: Path) -> None:
 
 def one_run_after_another(url: str, checkpoint: Path, queries: list[Query]) -> None:
     """A new run takes a service another run left on its trained policy back to the base weights; a
-    resumed run brings it to its last checkpoint; a run whose service another run took over stops."""
+    resumed run brings it to its last checkpoint; a run whose service another run took over stops,
+    at its next score or its next publish."""
     first, second = HTTPTeacher(url, run="run-a"), HTTPTeacher(url, run="run-b")
     try:
         first.begin(checkpoint, 3)  # run a resumed at version 3 on a service left at 7 by another client
@@ -91,6 +92,10 @@ def one_run_after_another(url: str, checkpoint: Path, queries: list[Query]) -> N
             second.begin(None, 0)  # run b's checkpoints are gone, but the teacher has its trained policy
         with pytest.raises(TeacherServiceError, match="now serves run run-b, not this one"):
             first.logprobs(queries)
+        with pytest.raises(
+            TeacherServiceError, match="refused policy version 4 of run run-a: it serves version 1 of run run-b"
+        ):
+            first.publish(checkpoint, 4)  # the older run does not take the service back: it stops
     finally:
         first.close(), second.close()
 

@@ -126,8 +126,9 @@ async def test_a_policy_reload_under_concurrent_requests(tmp_path: Path) -> None
 
 
 async def test_one_service_serves_one_run_after_another(tmp_path: Path) -> None:
-    """Versions only go up within a run; another run's publish starts its own sequence, and its base
-    weights (a new run's initial policy) can be asked for; the scores say whose policy made them."""
+    """Versions only go up within a run; another run takes the service over only when it says so
+    (`take_over`), starting its own sequence, and can ask for the base weights (a new run's initial
+    policy); the scores say whose policy made them."""
     checkpoint = save_tiny(tmp_path / "step-1", seed=1)
     body = {"items": [ITEM], "skills": "none"}
     async with teacher() as (client, _):
@@ -138,7 +139,9 @@ async def test_one_service_serves_one_run_after_another(tmp_path: Path) -> None:
         assert stale.status_code == 409
         trained = (await client.post("/v1/score", json=body)).json()
         assert trained["run"] == "a" and trained["items"][0] != base["items"][0]
-        fresh = await client.post("/v1/policy", json={"base": True, "version": 0, "run": "b"})
+        unasked = await client.post("/v1/policy", json={"base": True, "version": 0, "run": "b"})
+        assert unasked.status_code == 409 and "serves run a now" in unasked.json()["error"]["message"]
+        fresh = await client.post("/v1/policy", json={"base": True, "version": 0, "run": "b", "take_over": True})
         assert fresh.status_code == 200, fresh.text
         assert fresh.json()["run"] == "b" and fresh.json()["policy_version"] == 0
         again = (await client.post("/v1/score", json=body)).json()
