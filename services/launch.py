@@ -416,7 +416,7 @@ def up(args: argparse.Namespace) -> int:
     if recorded and not live:
         print(f"a stale launcher state (no process left) at {directory}: replaced")
     services = compose.load(args.compose_file)
-    unknown = [name for name in (args.only or []) + list(args.scale) if name not in services]
+    unknown = [name for name in args.scale if name not in services]  # (order names an unknown --only)
     if unknown:
         raise LaunchError(f"no service {unknown[0]!r} in the compose file; there are {', '.join(services)}")
     processes = plan(services, order(services, args.only), args.scale, directory, args.redis_url)

@@ -173,5 +173,11 @@ def encode(group: GroupRecord) -> dict[bytes, bytes]:
 
 
 def decode(fields: dict[bytes, bytes]) -> GroupRecord:
-    """`encode`'s group again (`KeyError`, `zlib.error` or a pydantic `ValidationError` if it is not one)."""
-    return GroupRecord.model_validate_json(zlib.decompress(fields[b"g"]))
+    """`encode`'s group again, or a `ValueError` saying why the entry is not one."""
+    try:
+        payload = zlib.decompress(fields[b"g"])
+    except KeyError:
+        raise ValueError("no group field (g)") from None
+    except zlib.error as e:
+        raise ValueError(f"not zlib data: {e}") from None
+    return GroupRecord.model_validate_json(payload)  # a pydantic ValidationError is a ValueError

@@ -220,14 +220,20 @@ class _Unauthorized(Exception):
     pass
 
 
+def bearer_ok(header: str, token: str | None) -> bool:
+    """Whether an `Authorization` header carries `Bearer <token>` (any header, when `token` is None),
+    compared in constant time."""
+    if token is None:
+        return True
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.encode(), token.encode())
+
+
 def bearer_auth(token: str | None) -> Callable[[Request], Coroutine[Any, Any, None]]:
     """A dependency that requires `Authorization: Bearer <token>` (nothing when `token` is None)."""
 
     async def authorized(request: Request) -> None:
-        if token is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.encode(), token.encode()):
+        if not bearer_ok(request.headers.get("authorization", ""), token):
             raise _Unauthorized
 
     return authorized

@@ -52,10 +52,6 @@ def shard(scorer: torch.nn.Module) -> None:
             module.set_force_sum_reduction_for_comms(True)
 
 
-def is_sharded(module: torch.nn.Module) -> bool:
-    return isinstance(module, FSDPModule)
-
-
 def micro_batch_count(mine: int, device: torch.device) -> int:
     """The most micro-batches any process has: what every process runs."""
     count = torch.tensor([mine], dtype=torch.int64, device=device)

@@ -158,12 +158,9 @@ class HTTPTeacher:
         if held.get("run") == self.run and held["policy_version"] == version:
             self.published = None if checkpoint is None else (checkpoint, version)
         elif checkpoint is None:
-            body = {"base": True, "version": 0, "run": self.run, "take_over": True}
-            refused = self._post("/v1/policy", body, ok=(409,)) is None
-            held = self.policy() if refused else {}
-            if refused and (held.get("run"), held.get("policy_version")) != (self.run, 0):  # not a lost reply's retry
+            if (other := self._load({"base": True, "version": 0, "run": self.run, "take_over": True})) is not None:
                 raise TeacherServiceError(
-                    f"the teacher service at {self.url} holds policy version {held.get('policy_version')} of this "
+                    f"the teacher service at {self.url} holds policy version {other.get('policy_version')} of this "
                     "run, which has no checkpoint: start a new run, or give the teacher its base (restart it)"
                 )
         else:
@@ -194,14 +191,20 @@ class HTTPTeacher:
         """The service loads `checkpoint` as policy `version` (already there, after a retry: done);
         `take_over`: from another run's policy (`begin`)."""
         body = {"path": str(checkpoint.resolve()), "version": version, "run": self.run, "take_over": take_over}
-        refused = self._post("/v1/policy", body, ok=(409,)) is None
-        held = self.policy() if refused else {}
-        if refused and (held.get("run"), held.get("policy_version")) != (self.run, version):
-            raise TeacherServiceError(  # another run took the service over, or a newer version is another trainer's
+        if (held := self._load(body)) is not None:  # another run took the service over, or a newer version is
+            raise TeacherServiceError(  # another trainer's
                 f"teacher service refused policy version {version} of run {self.run}: it serves version "
                 f"{held.get('policy_version')} of run {held.get('run')}"
             )
         self.published = (checkpoint, version)
+
+    def _load(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """`POST /v1/policy`; None once the service holds `body`'s version of this run (a 409 for a load
+        whose reply was lost, then retried, is success), else what it holds instead."""
+        if self._post("/v1/policy", body, ok=(409,)) is not None:
+            return None
+        held = self.policy()
+        return None if (held.get("run"), held.get("policy_version")) == (self.run, body["version"]) else held
 
     def close(self) -> None:
         self.client.close()

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import pathlib
 import time
-import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -16,7 +15,6 @@ import redis.exceptions as redis
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
-from pydantic import ValidationError
 
 from services.envs.base import Environment, UnknownResource, UnknownTask
 from services.envs.episodes import EpisodeService, NotFound, ServiceError, TooLarge
@@ -272,7 +270,7 @@ def create_app(
             raise NotFound(f"no group {entry_id} on {stream} (never written, or trained and deleted)")
         try:
             return decode(fields)
-        except (KeyError, zlib.error, ValidationError) as e:
+        except ValueError as e:
             raise ServiceError(f"entry {entry_id} of {stream} is not a group record ({type(e).__name__})") from None
 
     @router.delete("/v1/episodes/{episode_id}", status_code=204, responses=errors(404, 503))

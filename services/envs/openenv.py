@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions as redis
@@ -33,9 +31,9 @@ from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.envs.base import UnknownResource, UnknownTask
-from services.envs.episodes import EpisodeService, ServiceError
-from shared.server import strict_json
-from shared.wire import CreateEpisode, StepResult
+from services.envs.episodes import EpisodeService, NotFound, ServiceError
+from shared.server import bearer_ok, strict_json
+from shared.wire import CreateEpisode, Episode, StepResult
 
 log = logging.getLogger("services.envs.openenv")
 
@@ -83,25 +81,13 @@ class Observation(BaseModel):
 
 
 class State(BaseModel):
+    """A session's state, which `state` answers: the episode it views and its step count."""
+
     episode_id: str | None = None
     step_count: int = 0
     env: str | None = None
     task_id: str | None = None
     done: bool = False
-
-
-@dataclass
-class Session:
-    episode_id: str | None = None
-    env: str | None = None
-    task_id: str | None = None
-    step: int = 0
-    done: bool = False
-
-    def state(self) -> State:
-        return State(
-            episode_id=self.episode_id, step_count=self.step, env=self.env, task_id=self.task_id, done=self.done
-        )
 
 
 class SessionError(Exception):
@@ -117,7 +103,12 @@ def _error(message: str, code: str, reason: str | None = None) -> dict[str, Any]
     return {"type": "error", "data": data}
 
 
+def _reply(observation: Observation, reward: float, done: bool) -> dict[str, Any]:
+    return {"type": "observation", "data": {"observation": observation.model_dump(), "reward": reward, "done": done}}
+
+
 def _observed(result: StepResult) -> dict[str, Any]:
+    """A step's reply."""
     observation = Observation(
         text=result.observation,
         admissible_actions=result.admissible_actions,
@@ -127,38 +118,36 @@ def _observed(result: StepResult) -> dict[str, Any]:
         step=result.step,
         info=result.info,
     )
-    return {
-        "type": "observation",
-        "data": {"observation": observation.model_dump(), "reward": result.reward, "done": result.done},
-    }
+    return _reply(observation, result.reward, result.done)
 
 
-async def _reset(service: EpisodeService, session: Session, data: Reset) -> dict[str, Any]:
-    if data.episode_id is not None and (stored := await service.store.get(data.episode_id)) is not None:
-        record = await service.record(data.episode_id)  # picked up where it stands
-        if data.env is not None and record.env != data.env:
-            raise SessionError(
-                f"episode {data.episode_id} is a {record.env} episode, not {data.env}", "VALIDATION_ERROR"
-            )
-        steps = [StepResult.model_validate(s["result"]) for s in stored.steps]
-        session.episode_id, session.env, session.task_id = record.episode_id, record.env, record.task_id
-        session.step, session.done = len(steps), bool(steps and steps[-1].done)
-        if steps:
-            return _observed(steps[-1])
-        opening = StepResult(
-            episode_id=record.episode_id,
-            observation=record.observation,
-            reward=0.0,
-            done=False,
-            truncated=False,
-            won=False,
-            admissible_actions=record.admissible_actions,
-            step=0,
-            info=record.info,
-        )
-        reply = _observed(opening)
-        reply["data"]["observation"]["task"] = record.task
-        return reply
+def _opened(episode: Episode) -> dict[str, Any]:
+    """An episode's opening, as a reply."""
+    observation = Observation(
+        text=episode.observation,
+        admissible_actions=episode.admissible_actions,
+        episode_id=episode.episode_id,
+        step=0,
+        task=episode.task,
+        info=episode.info,
+    )
+    return _reply(observation, 0.0, False)
+
+
+async def _reset(service: EpisodeService, session: State, data: Reset) -> dict[str, Any]:
+    if data.episode_id is not None:
+        try:
+            record = await service.record(data.episode_id)  # an episode that exists: picked up where it stands
+        except NotFound:
+            record = None
+        if record is not None:
+            if data.env is not None and record.env != data.env:
+                raise SessionError(
+                    f"episode {data.episode_id} is a {record.env} episode, not {data.env}", "VALIDATION_ERROR"
+                )
+            session.episode_id, session.env, session.task_id = record.episode_id, record.env, record.task_id
+            session.step_count, session.done = record.step, record.done
+            return _observed(record.results[-1]) if record.results else _opened(record)
     env_name = data.env or next(iter(service.envs))
     env = service.env(env_name)
     index = data.index
@@ -174,30 +163,22 @@ async def _reset(service: EpisodeService, session: Session, data: Reset) -> dict
     )
     episode = await service.create(env_name, request)
     session.episode_id, session.env, session.task_id = episode.episode_id, episode.env, episode.task_id
-    session.step, session.done = 0, False
-    observation = Observation(
-        text=episode.observation,
-        admissible_actions=episode.admissible_actions,
-        episode_id=episode.episode_id,
-        step=0,
-        task=episode.task,
-        info=episode.info,
-    )
-    return {"type": "observation", "data": {"observation": observation.model_dump(), "reward": 0.0, "done": False}}
+    session.step_count, session.done = 0, False
+    return _opened(episode)
 
 
-async def _step(service: EpisodeService, session: Session, data: Action) -> dict[str, Any]:
+async def _step(service: EpisodeService, session: State, data: Action) -> dict[str, Any]:
     if session.episode_id is None:
         raise SessionError("no episode in this session: send reset first", "SESSION_ERROR")
-    result = await service.step(session.episode_id, data.action, session.step)
-    session.step, session.done = result.step, result.done
+    result = await service.step(session.episode_id, data.action, session.step_count)
+    session.step_count, session.done = result.step, result.done
     return _observed(result)
 
 
-async def _answer(service: EpisodeService, session: Session, text: str) -> dict[str, Any] | None:
+async def _answer(service: EpisodeService, session: State, raw: bytes) -> dict[str, Any] | None:
     """The reply to one message (None: the client closed the session)."""
     try:
-        message = strict_json(text.encode())  # as every HTTP route: no NaN, NUL, lone surrogate, deep nesting
+        message = strict_json(raw)  # as every HTTP route: UTF-8, no NaN, NUL, lone surrogate, deep nesting
     except ValueError as e:
         return _error(f"Invalid JSON: {e}", "INVALID_JSON")
     if not isinstance(message, dict):
@@ -213,7 +194,7 @@ async def _answer(service: EpisodeService, session: Session, text: str) -> dict[
         if kind == "step":
             return await _step(service, session, Action.model_validate(data))
         if kind == "state":
-            return {"type": "state", "data": session.state().model_dump()}
+            return {"type": "state", "data": session.model_dump()}
         if kind == "close":
             if session.episode_id is not None:
                 with contextlib.suppress(ServiceError):  # already gone (expired, or closed over HTTP)
@@ -241,28 +222,22 @@ def install_openenv(app: FastAPI, router: APIRouter, token: str | None, max_mess
 
     @app.websocket("/ws")
     async def session(websocket: WebSocket) -> None:
-        given = websocket.headers.get("authorization", "")
-        if token is not None and not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not bearer_ok(websocket.headers.get("authorization", ""), token):
             await websocket.close(code=1008, reason="missing or wrong bearer token")
             return
         await websocket.accept()
         service: EpisodeService = websocket.app.state.service
-        state = Session()
+        state = State()
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
-                raw = message.get("text")
-                if raw is None:
-                    try:
-                        raw = (message.get("bytes") or b"").decode()
-                    except UnicodeDecodeError:
-                        await websocket.send_json(_error("a message is UTF-8 JSON text", "INVALID_JSON"))
-                        continue
-                if len(raw.encode()) > max_message_bytes:
+                text = message.get("text")
+                raw = text.encode() if text is not None else message.get("bytes") or b""
+                if len(raw) > max_message_bytes:
                     reply: dict[str, Any] | None = _error(
-                        f"a message of {len(raw.encode())} bytes exceeds the limit of {max_message_bytes}",
+                        f"a message of {len(raw)} bytes exceeds the limit of {max_message_bytes}",
                         "VALIDATION_ERROR",
                     )
                 else:

@@ -148,8 +148,7 @@ def create_app(settings: TeacherSettings | None = None, *, service: TeacherServi
     @router.post("/v1/policy", response_model=PolicyInfo, responses=errors(409))
     async def load_policy(body: LoadPolicy, svc: Service) -> PolicyInfo:
         async with reload_lock:  # one load at a time; scoring goes on with the old version meanwhile
-            path = None if body.base else body.path
-            await asyncio.to_thread(svc.load_policy, path, body.version, body.run, body.take_over)
+            await asyncio.to_thread(svc.load_policy, body.path, body.version, body.run, body.take_over)
         return policy_info(svc)
 
     def policy_info(svc: TeacherService) -> PolicyInfo:

@@ -102,7 +102,8 @@ def test_two_processes_make_the_update_of_one(tmp_path: Path, sharding: str) -> 
     base = load_model("tiny").model.state_dict()
     assert any(not torch.allclose(one[k], base[k]) for k in one)  # it trained
     empty = [json.loads((tmp_path / f"empty-2-{sharding}-{rank}.json").read_text()) for rank in (0, 1)]
-    assert (sum(empty) > 0) == (sharding == "fsdp")  # the shares cut unevenly: a process ran empty passes
+    if sharding == "fsdp":  # the shares cut unevenly (4 and 3 samples of 7): a process ran empty passes
+        assert sum(empty) > 0
     single = json.loads((tmp_path / "metrics-1-replicate-0.json").read_text())
     for rank in (0, 1):
         double = json.loads((tmp_path / f"metrics-2-{sharding}-{rank}.json").read_text())

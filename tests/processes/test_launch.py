@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis
 
+from services import launch
 from shared.launch import free_port
 from tests.processes.test_trainer_run import ARGS
 
@@ -41,11 +42,8 @@ def recorded(state: Path) -> list[dict[str, Any]]:
 
 def running(pid: int) -> bool:
     """A live process (a zombie has exited: only its parent has not collected it)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] != "Z"
+    stat = launch._stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def counter_stack(path: Path) -> tuple[Path, int, int]:
@@ -104,6 +102,7 @@ def test_up_status_and_down_from_other_processes_leave_nothing_behind(tmp_path: 
         assert moved.returncode == 1 and "redis is up (pid" in moved.stderr and "with another command" in moved.stderr
         assert [p["pid"] for p in recorded(state)] == [p["pid"] for p in processes]  # nothing changed
         os.kill(processes[2]["pid"], signal.SIGKILL)  # a replica dies; up starts it again, and only it
+        wait_for(lambda: not running(processes[2]["pid"]), "the replica's death")  # its port free again
         again = launcher("up", "-d", "--scale", "counter=2", *flags)
         assert again.returncode == 0, again.stderr
         assert "redis is up" in again.stdout and "counter is up" in again.stdout
@@ -179,7 +178,6 @@ def test_the_compose_stack_trains_sdar_on_every_env_with_the_teacher(tmp_path: P
     try:
         assert [p["service"] for p in processes] == ["redis", "alfworld", "webshop", "searchqa", "teacher"]
         for name in ("alfworld", "webshop", "searchqa"):
-            started = time.monotonic()
             args = list(ARGS)
             args[args.index("--env") + 1], args[args.index("--algorithm") + 1] = name, "sdar"
             out = subprocess.run(
@@ -198,7 +196,6 @@ def test_the_compose_stack_trains_sdar_on_every_env_with_the_teacher(tmp_path: P
             assert (run / "checkpoints" / "step-000002" / "model.safetensors").is_file()
             policy = httpx.get("http://127.0.0.1:8002/v1/policy").json()  # the teacher reloaded each step
             assert policy["path"] == str((run / "checkpoints" / "step-000002").resolve())
-            assert time.monotonic() - started < 600
             prefix = json.loads((run / "config.json").read_text())["redis_prefix"]
             client = redis.Redis(port=int(env["SDAR_REDIS_PORT"]))
             assert client.exists(f"{prefix}groups")  # the run's buffer lived in the stack's Redis

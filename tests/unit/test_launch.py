@@ -22,7 +22,7 @@ def test_interpolation_follows_the_compose_specification() -> None:
     assert compose.interpolate("$SET ${SET} $$SET ${UNSET}", env) == "x x $SET "
 
 
-def test_the_stack_starts_redis_first_and_each_service_after_what_it_needs(tmp_path: Path) -> None:
+def test_the_stack_starts_redis_first_and_each_service_after_what_it_needs() -> None:
     names = launch.order(SERVICES, None)
     assert names[0] == "redis" and set(names) == {"redis", "alfworld", "webshop", "searchqa", "teacher"}
     assert "trainer" not in names  # under the gpu profile
