@@ -109,6 +109,7 @@ def test_the_client_reports_a_refusal_clearly(server: ServiceProcess) -> None:
         asyncio.run(generator.generate([1, 2, 3]))
 
 
+@pytest.mark.slow  # ~8 s: a completions server process; run by .ci/run after the default suite
 def test_text_prompts_and_models() -> None:
     with ServiceProcess("trainer.openai_server", ["--model", "tiny", "--token", "t0k"]) as process:
         assert httpx.post(f"{process.url}/v1/completions", json={"prompt": "hi"}).status_code == 401

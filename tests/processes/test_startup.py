@@ -17,7 +17,7 @@ pytestmark = pytest.mark.processes
     ("module", "args", "name"),
     [
         ("services.envs", ["--envs", "counter"], "env service"),
-        ("services.teacher", ["--model", "tiny"], "teacher"),
+        pytest.param("services.teacher", ["--model", "tiny"], "teacher", marks=pytest.mark.slow),  # ~7 s
         pytest.param(  # ~9 s; .ci/run runs it after the default suite
             "trainer.openai_server", ["--model", "tiny"], "completions server", marks=pytest.mark.slow
         ),

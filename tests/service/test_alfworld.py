@@ -255,6 +255,7 @@ async def test_official_tree_runs_unchanged(
     assert not (tmp_path / "unused-cache").exists()
 
 
+@pytest.mark.slow  # ~5 s: ALFWorld games replayed; run by .ci/run after the default suite
 async def test_live_cache_is_bounded(alfworld_cache: Path) -> None:
     async with serve(alfworld(alfworld_cache, live_cache_size=2, sim_threads=2)) as client:
         task_id = (await first_of_type(client, "valid_seen"))["pick_and_place_simple"]
