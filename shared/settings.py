@@ -42,6 +42,9 @@ class EnvServiceSettings(BaseSettings):
     max_action_bytes: int = Field(default=4096, ge=1)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
 
+    alfworld_backend: Literal["native", "textworld"] = "native"
+    """`native`: the native engine (the same games and texts, no TextWorld at play time; proven
+    identical by the differential suite); `textworld`: TextWorld's own PDDL engine, the oracle."""
     alfworld_dialect: Literal["2.1.2", "2.1.1"] = "2.1.2"
     """Text dialect: `2.1.2` (alfworld >= 0.4: `move X to Y`) or `2.1.1` (`put X in/on Y`)."""
     alfworld_data: Path | None = None

@@ -47,7 +47,7 @@ class EnvInfo(Response):
 
     name: str
     backend: str
-    """Which implementation serves it (`textworld` for ALFWorld's real engine)."""
+    """Which implementation serves it (ALFWorld: `native`, the default, or `textworld`, the real engine)."""
     version: str
     """Backend version; episodes record it so a replay never crosses versions."""
     splits: dict[str, int]

@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> EnvServiceSettings:
     parser.add_argument("--max-open-episodes", type=int, help="open episodes per store (default 10000)")
     parser.add_argument("--live-cache-size", type=int, help="live simulators kept per env (default 64)")
     parser.add_argument("--sim-threads", type=int, help="worker threads for simulator work (default 8)")
+    parser.add_argument("--alfworld-backend", choices=["native", "textworld"], help="ALFWorld engine (default native)")
     parser.add_argument("--alfworld-dialect", choices=["2.1.2", "2.1.1"], help="ALFWorld text dialect")
     parser.add_argument(
         "--alfworld-data", type=Path, help="official ALFWorld data (else $ALFWORLD_DATA, else generated)"

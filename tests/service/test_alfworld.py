@@ -1,5 +1,6 @@
-"""ALFWorld over HTTP on the real engine: the expert wins every task type of every panel, the texts
-follow environments.md §1.5, both dialects, official-format trees, and a bounded live cache."""
+"""ALFWorld over HTTP on the default (native) engine: the expert wins every task type of every panel,
+the texts follow environments.md §1.5, both dialects, official-format trees, a bounded live cache; and
+the `textworld` backend serving the same episodes, which keep the backend that made them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from services.envs.alfworld.generator import SPLITS, TASK_TYPES
+from services.envs.store import MemoryEpisodeStore
 from shared.launch import ServiceProcess
 from tests.conftest import serve, settings
 
@@ -345,3 +347,32 @@ async def test_batch_route_steps_many_alfworld_episodes_at_once(
             assert all("error" not in r for r in response.json()["results"]), response.json()
         for eid, _ in episodes:
             assert (await client.get(f"/v1/episodes/{eid}")).json()["results"][-1]["won"]
+
+
+async def test_both_backends_serve_the_same_episode_and_an_episode_keeps_its_backend(alfworld_cache: Path) -> None:
+    """The same expert run on `textworld` and on `native` (the default) over HTTP; each says which it
+    is; an episode the real engine started is not continued by the native one (nor replayed)."""
+    store = MemoryEpisodeStore(3600, 1000)
+    runs = {}
+    for backend in ("textworld", "native"):
+        overrides = {"alfworld_backend": backend} if backend == "textworld" else {}
+        async with serve(alfworld(alfworld_cache, **overrides), store=store) as client:
+            info = (await client.get("/v1/envs")).json()[0]
+            assert info["backend"] == backend and f"+{backend}-" in info["version"]
+            task_id = (await first_of_type(client, "valid_seen"))["pick_heat_then_place_in_recep"]
+            episode, results = await play_expert(client, task_id)
+            runs[backend] = [(episode["observation"], episode["admissible_actions"])] + [
+                (r["observation"], r["admissible_actions"], r["reward"], r["won"]) for r in results
+            ]
+            if backend == "textworld":
+                started = (await client.post("/v1/envs/alfworld/episodes", json={"task_id": task_id})).json()
+                step = await client.post(
+                    f"/v1/episodes/{started['episode_id']}/step", json={"action": "look", "step": 0}
+                )
+                assert step.status_code == 200
+            else:
+                refused = await client.post(
+                    f"/v1/episodes/{started['episode_id']}/step", json={"action": "look", "step": 1}
+                )
+                assert refused.status_code == 409 and "version_mismatch" in refused.text and "textworld" in refused.text
+    assert runs["native"] == runs["textworld"] and runs["native"][-1][-1] is True

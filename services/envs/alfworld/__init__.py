@@ -1,4 +1,4 @@
-"""ALFWorld on the real `alfworld` + `textworld` engine (DESIGN §3.1)."""
+"""ALFWorld (DESIGN §3.1): the native engine, or the real `alfworld` + `textworld` one."""
 
 from services.envs.alfworld.env import AlfworldEnvironment
 

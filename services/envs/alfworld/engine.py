@@ -1,4 +1,9 @@
-"""The real ALFWorld engine (TextWorld's PDDL environment with ALFWorld's wrappers), made cheap to reuse.
+"""ALFWorld's two engines behind one interface: the real one (TextWorld's PDDL environment with
+ALFWorld's wrappers), made cheap to reuse, and the native one (`native.py`), which plays the same game
+files to the same texts without TextWorld. Both take `load(gamefile)`, `reset(plan)` and `step(command)`
+and answer with the fields the service reads (`feedback`, `admissible_commands`, `won`).
+
+The rest of this note is about the real engine.
 
 Resetting a game costs seconds on a large kitchen: parsing the domain and grammar, and translating the
 PDDL problem to SAS twice. Three things make that cost paid once:
@@ -13,9 +18,9 @@ PDDL problem to SAS twice. Three things make that cost paid once:
 The pool is bounded (see `TextWorldPool`).
 
 TextWorld is not thread-safe: it parses grammar conditions with one module-level tatsu parser, and
-two engines stepping in two threads corrupt it. Every engine call therefore holds one process-wide
-lock. Simulator work still runs off the event loop; a replica runs one ALFWorld operation at a time
-(Python would not run two at once anyway), and throughput scales with replicas.
+two engines stepping in two threads corrupt it. Every TextWorld engine call therefore holds one
+process-wide lock, and a replica on the `textworld` backend runs one ALFWorld operation at a time. The
+native engine takes no lock: its episodes step in every simulator thread at once.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from textworld import logic as textworld_logic
 from textworld.envs.pddl import PddlEnv, textgen
 from textworld.envs.pddl import logic as pddl_logic
 
+from services.envs.alfworld.native import NativeEpisode, NativeGame
 from services.envs.base import EnvBusy
 
 _engine_lock = threading.RLock()
@@ -178,3 +184,61 @@ class TextWorldPool:
         with self._available:
             self._idle[id(engine)] = engine
             self._available.notify()
+
+
+class Frame(dict[str, Any]):
+    """The native engine's answer, shaped as the `textworld.GameState` fields the service reads."""
+
+    def __init__(self, feedback: str, admissible: list[str], won: bool) -> None:
+        super().__init__(admissible_commands=admissible, won=won)
+        self.feedback = feedback
+
+
+@functools.lru_cache(maxsize=1024)
+def planned_commands(gamefile: Path) -> tuple[str, ...]:
+    """TextWorld's planner's commands for a game without a walkthrough, worked out once per game
+    (the native engine has no planner; generated games always carry a walkthrough)."""
+    engine = TextWorldEngine()
+    engine.load(gamefile)
+    return tuple(engine.reset(plan=True).get("policy_commands") or ())
+
+
+class NativeEngine:
+    """The native engine for one episode at a time; engines share nothing mutable, so there is no lock
+    and any number of them step at once."""
+
+    def __init__(self) -> None:
+        self.gamefile: Path | None = None
+        self._episode: NativeEpisode | None = None
+
+    def load(self, gamefile: Path) -> None:
+        if self.gamefile != gamefile:
+            self._episode = NativeEpisode(NativeGame.load(gamefile))
+            self.gamefile = gamefile
+
+    def reset(self, plan: bool = False) -> Frame:
+        assert self._episode is not None and self.gamefile is not None, "load() first"
+        feedback, admissible = self._episode.reset()
+        frame = Frame(feedback, admissible, self._episode.won())
+        if plan:
+            frame["policy_commands"] = list(planned_commands(self.gamefile))
+        return frame
+
+    def step(self, command: str) -> tuple[Frame, float, bool]:
+        assert self._episode is not None, "load() first"
+        feedback, admissible, won = self._episode.step(command)
+        return Frame(feedback, admissible, won), float(won), won
+
+
+class NativePool:
+    """Native engines cost a few kilobytes and no set-up: a fresh one per simulator."""
+
+    def acquire(self, gamefile: Path) -> NativeEngine:
+        return NativeEngine()
+
+    def release(self, engine: NativeEngine) -> None:
+        pass
+
+
+Engine = TextWorldEngine | NativeEngine
+Pool = TextWorldPool | NativePool

@@ -1,4 +1,5 @@
-"""ALFWorld as an `Environment`: the real engine over generated or official game files."""
+"""ALFWorld as an `Environment`: the native engine (the default) or the real one, over generated or
+official game files."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from services.envs.alfworld.engine import TextWorldEngine, TextWorldPool
+from services.envs.alfworld.engine import Engine, NativePool, Pool, TextWorldPool
 from services.envs.alfworld.games import Dialect, GameSource, GeneratedGames, OfficialGames
 from services.envs.alfworld.generator import GENERATOR_VERSION
+from services.envs.alfworld.native import NATIVE_VERSION
 from services.envs.base import Environment, Opening, Simulator, Task, Transition, UnknownTask
 from shared.settings import EnvServiceSettings
 
@@ -42,15 +44,15 @@ def trial_facts(gamefile: Path) -> tuple[tuple[str, ...], tuple[tuple[str, Any],
 
 
 class AlfworldSimulator(Simulator):
-    def __init__(self, pool: TextWorldPool, gamefile: Path, task_type: str) -> None:
+    def __init__(self, pool: Pool, gamefile: Path, task_type: str) -> None:
         self.pool = pool
         self.gamefile = gamefile
         self.task_type = task_type
-        self.engine: TextWorldEngine | None = None
+        self.engine: Engine | None = None
 
     def reset(self) -> Opening:
         if self.engine is None:
-            self.engine = self.pool.acquire(self.gamefile)
+            self.engine = self.pool.acquire(self.gamefile)  # type: ignore[assignment]
             self.engine.load(self.gamefile)
         walkthrough, pddl_params = trial_facts(self.gamefile)
         state = self.engine.reset(plan=not walkthrough)
@@ -83,25 +85,30 @@ class AlfworldSimulator(Simulator):
 
     def close(self) -> None:
         if self.engine is not None:
-            self.pool.release(self.engine)
+            self.pool.release(self.engine)  # type: ignore[arg-type]
             self.engine = None
 
 
 class AlfworldEnvironment(Environment):
     name = "alfworld"
-    backend = "textworld"
     max_steps = 50
 
-    def __init__(self, games: GameSource, pool: TextWorldPool, dialect: str) -> None:
+    def __init__(self, games: GameSource, pool: Pool, dialect: str, backend: str = "native") -> None:
         self.games = games
         self.pool = pool
         self.dialect = dialect
+        self.backend = backend  # episode records carry it; a replay refuses another backend
         kind = "official" if isinstance(games, OfficialGames) else f"generated-{GENERATOR_VERSION}"
-        self.version = f"alfworld-{version('alfworld')}+textworld-{version('textworld')}+{kind}+{dialect}"
+        engine = f"native-{NATIVE_VERSION}" if backend == "native" else f"textworld-{version('textworld')}"
+        self.version = f"alfworld-{version('alfworld')}+{engine}+{kind}+{dialect}"
 
     @classmethod
     def from_settings(cls, settings: EnvServiceSettings) -> AlfworldEnvironment:
-        pool = TextWorldPool(max_engines=settings.live_cache_size + settings.sim_threads + 4)
+        pool: Pool
+        if settings.alfworld_backend == "native":
+            pool = NativePool()
+        else:
+            pool = TextWorldPool(max_engines=settings.live_cache_size + settings.sim_threads + 4)
         games: GameSource
         data = settings.alfworld_data or official_download()
         if data is not None:
@@ -111,7 +118,7 @@ class AlfworldEnvironment(Environment):
             dialect = settings.alfworld_dialect
             root = settings.cache_dir / "alfworld" / f"generated-{GENERATOR_VERSION}-{dialect}"
             games = GeneratedGames(root, Dialect.load(dialect))
-        return cls(games, pool, dialect)
+        return cls(games, pool, dialect, settings.alfworld_backend)
 
     def settings(self) -> dict[str, Any]:
         source = "official" if isinstance(self.games, OfficialGames) else "generated"
