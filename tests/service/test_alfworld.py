@@ -361,6 +361,8 @@ async def test_both_backends_serve_the_same_episode_and_an_episode_keeps_its_bac
             assert info["backend"] == backend and f"+{backend}-" in info["version"]
             task_id = (await first_of_type(client, "valid_seen"))["pick_heat_then_place_in_recep"]
             episode, results = await play_expert(client, task_id)
+            record = (await client.get(f"/v1/episodes/{episode['episode_id']}")).json()
+            assert record["backend"] == backend and record["version"] == info["version"]
             runs[backend] = [(episode["observation"], episode["admissible_actions"])] + [
                 (r["observation"], r["admissible_actions"], r["reward"], r["won"]) for r in results
             ]

@@ -1,13 +1,14 @@
 """The differential sweep: every game of both ALFWorld validation panels, three walks each (a random
 walk, a busy walk and the expert's winning run), played live on TextWorld and on the native engine;
-every step must be identical. Off by default (about half an hour here); run with `-m sweep`. Set
-`SDAR_TEST_CACHE_DIR` to reuse generated games between runs, `SDAR_SWEEP_DIALECT=2.1.1` for the
-other dialect."""
+every step must be identical, texts and the facts the grammar reads alike. Off by default (about
+half an hour here); run with `-m sweep`. Set `SDAR_TEST_CACHE_DIR` to reuse generated games between
+runs, `SDAR_SWEEP_DIALECT=2.1.1` for the other dialect."""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,34 @@ from typing import Any
 
 import pytest
 
-from services.envs.alfworld import generator
+from services.envs.alfworld import generator, native
 from services.envs.alfworld.engine import NativeEngine, TextWorldEngine
 from services.envs.alfworld.games import Dialect, GeneratedGames
 from tests import alfworld_transcripts as transcripts
 from tests.service.test_alfworld_native import first_difference
 
 pytestmark = pytest.mark.sweep
+
+
+def facts_difference(data: dict[str, Any], played: list[str]) -> str | None:
+    """The first step after which the facts the grammar reads (`not_` ones included) differ."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "game.tw-pddl"
+        path.write_text(json.dumps(data))
+        real = TextWorldEngine()
+        real.load(path)
+        real.reset()
+        episode = native.NativeEpisode(native.NativeGame(data))
+        episode.reset()
+        for n, command in enumerate(played, 1):
+            real.step(command)
+            episode.step(command)
+            theirs = {(f.name, tuple(v.name for v in f.arguments)) for f in real._pddl._pddl_state.facts}
+            ours = episode.grammar_facts()
+            if ours != theirs:
+                only = sorted(theirs - ours)[:3], sorted(ours - theirs)[:3]
+                return f"facts after step {n} ({command!r}): textworld only {only[0]}, native only {only[1]}"
+    return None
 
 
 def commands(walk: str, seed: str, data: dict[str, Any]) -> Callable[[int, list[str]], str | None]:
@@ -52,7 +74,7 @@ def test_native_equals_textworld_on_every_validation_game(split: str, alfworld_c
             got = transcripts.play(NativeEngine(), data, commands(walk, seed, data))
             native_s += time.perf_counter() - start
             steps += len(want) - 1
-            difference = first_difference(want, got)
+            difference = first_difference(want, got) or facts_difference(data, [s["command"] for s in want[1:]])
             if difference:
                 differences.append(f"{split}/{index} {walk}: {difference}")
             if walk == "expert":

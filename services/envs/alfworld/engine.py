@@ -194,13 +194,19 @@ class Frame(dict[str, Any]):
         self.feedback = feedback
 
 
+_planners = TextWorldPool(max_engines=2)  # each TextWorld engine holds a fast-downward library for good
+
+
 @functools.lru_cache(maxsize=1024)
 def planned_commands(gamefile: Path) -> tuple[str, ...]:
     """TextWorld's planner's commands for a game without a walkthrough, worked out once per game
     (the native engine has no planner; generated games always carry a walkthrough)."""
-    engine = TextWorldEngine()
-    engine.load(gamefile)
-    return tuple(engine.reset(plan=True).get("policy_commands") or ())
+    engine = _planners.acquire(gamefile)
+    try:
+        engine.load(gamefile)
+        return tuple(engine.reset(plan=True).get("policy_commands") or ())
+    finally:
+        _planners.release(engine)
 
 
 class NativeEngine:

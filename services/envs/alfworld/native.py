@@ -30,7 +30,7 @@ import functools
 import json
 import re
 import textwrap
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,10 @@ from typing import Any
 
 NATIVE_VERSION = "1"  # bump on any change to what the engine answers: episode records carry it
 NOTHING_HAPPENS = "Nothing happens."
-MEMO_SIZE = 100_000  # per game: commands offered in a state, and the goal's answer
+# Memos per game (commands a state offers, a grounding's text, the goal's answer): ~500 bytes an entry,
+# so at most ~8 MiB a game, and the last GAMES_KEPT games parsed are kept: ~1 GiB at the very worst.
+MEMO_SIZE = 16_384
+GAMES_KEPT = 128
 
 # ---------------------------------------------------------------------------------------------- PDDL
 
@@ -151,7 +154,8 @@ def _ground(atom: Atom, b: Binding) -> Atom:
     return atom[0], tuple(b.get(a, a) for a in atom[1])
 
 
-def _required(f: Formula) -> tuple[set[Atom], set[Atom]]:
+@functools.lru_cache(maxsize=1024)
+def _required(f: Formula) -> tuple[frozenset[Atom], frozenset[Atom]]:
     """The atoms a formula requires true, and false, as top-level conjuncts."""
     true: set[Atom] = set()
     false: set[Atom] = set()
@@ -164,7 +168,7 @@ def _required(f: Formula) -> tuple[set[Atom], set[Atom]]:
             true.add((f[1], f[2]))
         elif f[0] == "not" and f[1][0] == "atom":
             false.add((f[1][1], f[1][2]))
-    return true, false
+    return frozenset(true), frozenset(false)
 
 
 def _effects(node: Any, condition: Formula | None, renamer: _Renamer, types: dict[str, str]) -> list[Effect]:
@@ -282,8 +286,10 @@ _PREDICATE = re.compile(r"\s*(!?[\w/]+)\s*\(([^()]*)\)\s*")
 
 @functools.lru_cache(maxsize=4096)
 def parse_query(text: str) -> Query:
-    """`p(x:t, y:u) & q(x:t)` as its predicates and typed placeholders."""
+    """`p(x:t, y:u) & !q(x)` as its predicates and typed placeholders, as TextWorld reads a query:
+    `!p` is `not_p`; an untyped placeholder takes the type it was given earlier, else its own name."""
     out = []
+    types: dict[str, str] = {}
     for part in text.split("&"):
         match = _PREDICATE.fullmatch(part)
         if match is None:
@@ -291,9 +297,13 @@ def parse_query(text: str) -> Query:
         params = []
         for item in match.group(2).split(","):
             if item.strip():
-                name, _, kind = item.strip().partition(":")
-                params.append((name.strip(), kind.strip()))
-        out.append((match.group(1), tuple(params)))
+                name, _, kind = (x.strip() for x in item.partition(":"))
+                kind = kind or types.get(name, name)
+                if types.setdefault(name, kind) != kind:
+                    raise ValueError(f"{name!r} has two types in the grammar condition {text!r}")
+                params.append((name, kind))
+        pred = match.group(1)
+        out.append(("not_" + pred[1:] if pred.startswith("!") else pred, tuple(params)))
     return tuple(out)
 
 
@@ -429,6 +439,13 @@ _DOC_TOKEN = re.compile(r'\s+|#[^\n]*|"""(?:.|\n)*?"""|"[^"]*"|::|[{};]|[\w/-]+'
 def parse_grammar(text: str) -> tuple[dict[str, list[Rule]], dict[str, ActionText]]:
     """A `.twl2` document: its production rules by name, and each action's command template and
     feedback rule (by the action's lowercased name)."""
+    try:
+        return _read_grammar(text)
+    except (IndexError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise ValueError(f"the game's grammar is malformed ({type(e).__name__}: {e})") from None
+
+
+def _read_grammar(text: str) -> tuple[dict[str, list[Rule]], dict[str, ActionText]]:
     tokens = [t for t in _DOC_TOKEN.findall(text) if t.strip() and not t.startswith("#")]
     rules: dict[str, list[Rule]] = {}
     actions: dict[str, ActionText] = {}
@@ -474,7 +491,7 @@ def parse_grammar(text: str) -> tuple[dict[str, list[Rule]], dict[str, ActionTex
 class Entity:
     """What a grammar's `{...}` sees of a game object (TextWorld's `EntityInfo` fields it uses)."""
 
-    __slots__ = ("definite", "id", "indefinite", "name", "type")
+    __slots__ = ("adj", "definite", "desc", "id", "indefinite", "name", "noun", "room_type", "synonyms", "type")
 
     def __init__(self, id: str, type: str, name: str) -> None:
         self.id = id
@@ -482,6 +499,7 @@ class Entity:
         self.name = name
         self.definite = "the"
         self.indefinite = "a"
+        self.adj = self.noun = self.desc = self.room_type = self.synonyms = None  # unset, as TextWorld leaves them
 
     def __str__(self) -> str:
         return self.name
@@ -543,7 +561,13 @@ def dnf(f: Formula) -> list[tuple[Literal, ...]]:
             return dnf(("and", tuple(("not", c) for c in inner[1])))
         if inner[0] == "true":
             return []
-    raise NotImplementedError(f"the native engine does not support `{kind}` in this position")
+    if kind == "not":
+        kind = f"not ({f[1][0]} ...)"
+    raise NotImplementedError(f"the native engine does not support `{kind}` in a condition")
+
+
+def _relax(conjunction: tuple[Literal, ...]) -> tuple[Literal, ...]:
+    return tuple(lit for lit in conjunction if lit[0] or lit[1] == "=")
 
 
 def _literal(f: Formula, positive: bool) -> Literal:
@@ -560,7 +584,7 @@ class _Step:
 
     `key`: the position looked up in the index (-1: scan every row); `binds`: (position, variable,
     type to check or None) for variables this step binds; `checks`: (position, term) that must equal
-    an already-bound value or a constant; `enumerate`: variables to range over their type first."""
+    an already-bound value or a constant; `ranges`: variables to range over their type first."""
 
     positive: bool
     pred: str
@@ -569,7 +593,7 @@ class _Step:
     key: int
     binds: tuple[tuple[int, str, str | None], ...]
     checks: tuple[tuple[int, Term], ...]
-    enumerate: tuple[tuple[str, str], ...] = ()
+    ranges: tuple[tuple[str, str], ...] = ()
 
 
 def _rank(lit: Literal, bound: set[str], size: dict[str, int]) -> tuple[int, int, int]:
@@ -597,9 +621,9 @@ def _compile_plan(
         positive, pred, terms = best
         free = list(dict.fromkeys(t for t in terms if _is_var(t) and t not in bound))
         if not positive or pred == "=":  # a test; range over what is still free first
-            enumerate_ = tuple((v, types.get(v, "object")) for v in free)
+            ranges = tuple((v, types.get(v, "object")) for v in free)
             bound |= set(free)
-            steps.append(_Step(positive, pred, terms, True, -1, (), (), enumerate_))
+            steps.append(_Step(positive, pred, terms, True, -1, (), (), ranges))
             continue
         if not free:
             steps.append(_Step(positive, pred, terms, True, -1, (), ()))
@@ -622,6 +646,9 @@ class _Found(Exception):
     pass
 
 
+_MISSING = object()
+
+
 class NativeGame:
     """One game file, parsed and compiled once: its logic, grammar, objects, names and the facts no
     action changes (indexed). Immutable apart from memos of pure results; shared by all episodes."""
@@ -630,7 +657,6 @@ class NativeGame:
         parents, self.actions, constants = parse_domain(data["pddl_domain"])
         objects, init, goal, goal_types = parse_problem(data["pddl_problem"])
         self.rules, self.texts = parse_grammar(data["grammar"])
-        self.walkthrough = tuple(data.get("walkthrough") or ())
         self.type_of = dict(constants) | dict(objects)
         self.ancestors: dict[str, frozenset[str]] = {}
         for kind in set(self.type_of.values()) | set(parents) | {"object"}:
@@ -642,10 +668,11 @@ class NativeGame:
         for name in sorted(self.type_of):
             for kind in self.ancestors[self.type_of[name]]:
                 self.by_type.setdefault(kind, []).append(name)
-        self.members = defaultdict(frozenset, {kind: frozenset(names) for kind, names in self.by_type.items()})
+        self.members = {kind: frozenset(names) for kind, names in self.by_type.items()}
 
         # Facts of predicates no effect touches never change: indexed here, once.
         self.fluent = {e.atom[0] for action in self.actions for e in action.effects}
+        self.viewed = {e.atom[0] for action in self.actions for e in action.effects if e.condition is not None}
         self.init = [(pred, args) for pred, args in init if pred in self.fluent]
         self.static_rows: dict[str, set[Row]] = {}
         self.static_index: dict[str, list[dict[str, set[Row]]]] = {}
@@ -666,6 +693,16 @@ class NativeGame:
             if e.condition is not None
         }
         self.goal = [_compile_plan(c, set(), goal_types, size) for c in dnf(goal)]
+        # Relaxed (negative conditions dropped), for the atoms Fast Downward finds reachable.
+        self.relaxed = {
+            a.name: [_compile_plan(_relax(c), set(), a.types, size) for c in dnf(a.precondition)] for a in self.actions
+        }
+        self.relaxed_effects = {
+            (a.name, i): [_compile_plan(_relax(c), params[a.name], a.types, size) for c in dnf(e.condition)]
+            for a in self.actions
+            for i, e in enumerate(a.effects)
+            if e.condition is not None
+        }
 
         # TextWorld names what appears in a fact; the problem's objects are those, in practice.
         entity_ids = sorted({arg for _, args in init for arg in args})
@@ -675,13 +712,44 @@ class NativeGame:
         # A command's text depends on the state only through the fluent facts its template queries.
         self.static_template = {name: not _reads_fluents(text.template, self) for name, text in self.texts.items()}
         self.reads = {name: _reads(plans, self.fluent) for name, plans in self.plans.items()}
-        self.reads["goal"] = _reads(self.goal, self.fluent)
+        self.goal_reads = _reads(self.goal, self.fluent)
         self.memo: dict[Any, Any] = {}  # (action, the fluent facts it reads) -> its commands; the goal likewise
         self._sorted: dict[str, list[Row]] = {}  # memo: static facts in TextWorld's query order
         self._start: Any = None  # memo: the state, intro and commands a reset gives
 
     def is_a(self, obj: str, kind: str) -> bool:
-        return obj in self.members[kind]
+        return obj in self.members.get(kind, ())
+
+    @functools.cached_property
+    def reachable(self) -> frozenset[tuple[str, Row]]:
+        """Every fluent atom some sequence of actions could make true, as Fast Downward's relaxed
+        exploration finds them (deletes and negative conditions ignored). Worked out once, when first
+        needed."""
+        scratch = NativeEpisode(self)
+        known = set(self.init)
+        for pred, args in self.init:
+            _insert(scratch.rows, scratch.index, pred, args)
+        grown = True
+        while grown:
+            grown = False
+            for action in self.actions:
+                found: list[Binding] = []
+                for plan in self.relaxed[action.name]:
+                    scratch._run(plan, 0, {}, found)
+                for b in found:
+                    free = [(name, kind) for name, kind in action.parameters if name not in b]
+                    for full in scratch._complete(b, free):
+                        for i, e in enumerate(action.effects):
+                            if not e.positive or (
+                                e.condition is not None and not scratch._any(self.relaxed_effects[action.name, i], full)
+                            ):
+                                continue
+                            atom = _ground(e.atom, full)
+                            if atom not in known:
+                                known.add(atom)
+                                _insert(scratch.rows, scratch.index, *atom)
+                                grown = True
+        return frozenset(known)
 
     def remember(self, key: Any, value: Any) -> None:
         if len(self.memo) >= MEMO_SIZE:
@@ -734,7 +802,7 @@ def _remove(rows: dict[str, set[Row]], index: dict[str, list[dict[str, set[Row]]
     if table is None or args not in table:
         return
     table.discard(args)
-    for i, value in enumerate(args):
+    for i, value in enumerate(args[: len(index[pred])]):
         index[pred][i][value].discard(args)
 
 
@@ -746,7 +814,7 @@ def _copy_index(index: dict[str, list[dict[str, set[Row]]]]) -> dict[str, list[d
     return {pred: [{v: set(t) for v, t in pos.items()} for pos in positions] for pred, positions in index.items()}
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=GAMES_KEPT)
 def _load_game(path: str, mtime_ns: int) -> NativeGame:
     return NativeGame(json.loads(Path(path).read_text()))
 
@@ -767,6 +835,7 @@ class NativeEpisode:
         self.negated: dict[str, set[Row]] = {}
         self.commands: dict[str, tuple[ActionSchema, Binding]] = {}
         self.snapshots: dict[str, frozenset[Row]] = {}  # fluent facts by predicate, frozen when read
+        self.view: dict[str, set[Row]] = {}  # TextWorld's record of predicates with conditional effects
 
     # -- facts
     def _rows(self, pred: str) -> set[Row]:
@@ -792,8 +861,8 @@ class NativeEpisode:
             return
         step = steps[i]
         if step.ground:
-            if step.enumerate:
-                self._range(step, list(step.enumerate), i, steps, b, out)
+            if step.ranges:
+                self._range(step, list(step.ranges), i, steps, b, out)
             elif self._test(step, b):
                 self._run(steps, i + 1, b, out)
             return
@@ -813,7 +882,7 @@ class NativeEpisode:
                     break
             else:
                 for pos, _, kind in binds:
-                    if kind is not None and row[pos] not in members[kind]:
+                    if kind is not None and row[pos] not in members.get(kind, ()):
                         break
                 else:
                     for pos, var, _ in binds:
@@ -874,6 +943,8 @@ class NativeEpisode:
         key = next((i for i, ph in enumerate(params) if ph in mapping), -1)
         if pred.startswith("not_"):
             rows = sorted(self.negated.get(pred[4:], ()))
+        elif pred in self.game.viewed:
+            rows = sorted(self.view.get(pred, ()))
         elif key >= 0:  # the rows that agree with a bound placeholder, still in sorted order
             rows = sorted(self._lookup(pred, key, mapping[params[key]]))
         elif pred in self.game.fluent:
@@ -977,18 +1048,28 @@ class NativeEpisode:
         through the fluent facts its precondition reads, so they are memoised per game on those."""
         game = self.game
         memoise = game.static_template.get(action.name, False)
-        key = (action.name, *(self._snapshot(p) for p in game.reads[action.name])) if memoise else None
+        key = ("offers", action.name, *(self._snapshot(p) for p in game.reads[action.name])) if memoise else None
         offers = game.memo.get(key) if memoise else None
         if offers is None:
             offers = []
             for b in self.groundings(action):
-                if not action.changes_nothing(b):
-                    command = self._command(action, b)
-                    if command is not None:
-                        offers.append((command, b))
+                command = self._text(action, b, memoise)
+                if command is not None:
+                    offers.append((command, b))
             if memoise:
                 game.remember(key, offers)
         return offers
+
+    def _text(self, action: ActionSchema, b: Binding, memoise: bool) -> str | None:
+        """A grounding's command, or None if it is a no-op (or its action has no template); memoised
+        per game when the template reads no fluent fact."""
+        key = ("text", action.name, *(b[name] for name, _ in action.parameters))
+        text = self.game.memo.get(key, _MISSING) if memoise else _MISSING
+        if text is _MISSING:
+            text = None if action.changes_nothing(b) else self._command(action, b)
+            if memoise:
+                self.game.remember(key, text)
+        return text  # type: ignore[return-value]
 
     def _observe(self) -> list[str]:
         self.commands = {}
@@ -1002,10 +1083,13 @@ class NativeEpisode:
         if text is None:
             return None
         mapping, variables = self._context(action, b)
-        return self.derive(text.template, mapping, variables).format(**self.game.names)
+        command = self.derive(text.template, mapping, variables)
+        if "{" in command or "}" in command:  # TextWorld formats the derived text with every name
+            command = command.format_map(self.game.names)
+        return command
 
     def won(self) -> bool:
-        key = ("goal", *(self._snapshot(p) for p in self.game.reads["goal"]))
+        key = ("goal", *(self._snapshot(p) for p in self.game.goal_reads))
         won = self.game.memo.get(key)
         if won is None:
             won = self._any(self.game.goal, {})
@@ -1019,12 +1103,14 @@ class NativeEpisode:
             self.rows, self.index, self.negated = {}, {}, {}
             for pred, args in self.game.init:
                 _insert(self.rows, self.index, pred, args)
+            self.view = {pred: set(self.rows.get(pred, ())) for pred in self.game.viewed}
             intro = self.derive(parse_symbols("#intro#"), {}, {})
             admissible = self._observe()
-            self.game._start = (_copy_rows(self.rows), _copy_index(self.index), intro, admissible, dict(self.commands))
-            return intro, admissible
+            self.game._start = (self.rows, self.index, intro, admissible, dict(self.commands))
+            start = self.game._start
         rows, index, intro, admissible, commands = start
         self.rows, self.index, self.negated = _copy_rows(rows), _copy_index(index), {}
+        self.view = {pred: set(self.rows.get(pred, ())) for pred in self.game.viewed}
         self.commands = dict(commands)
         return intro, list(admissible)
 
@@ -1041,6 +1127,9 @@ class NativeEpisode:
         return feedback, self._observe(), self.won()
 
     def _apply(self, action: ActionSchema, b: Binding) -> None:
+        """The step's effects on the state (those that fire; PDDL: deletes first, adds win), and on
+        the grammar's facts as TextWorld records them."""
+        viewed = self.game.viewed
         firing = [
             e
             for i, e in enumerate(action.effects)
@@ -1050,11 +1139,54 @@ class NativeEpisode:
         added = {(pred, args) for positive, pred, args in ground if positive}
         for _, pred, _ in ground:
             self.snapshots.pop(pred, None)
-        for positive, pred, args in ground:  # PDDL: deletes first, adds win
+        for positive, pred, args in ground:
             if not positive and (pred, args) not in added:
+                was_true = args in self.rows.get(pred, ())
                 _remove(self.rows, self.index, pred, args)
-                self.negated.setdefault(pred, set()).add(args)
+                if pred not in viewed and (was_true or self._recorded(action, b, pred, args)):
+                    self.negated.setdefault(pred, set()).add(args)
         for positive, pred, args in ground:
             if positive:
-                self.negated.get(pred, set()).discard(args)
                 _insert(self.rows, self.index, pred, args)
+                if pred not in viewed:
+                    self.negated.get(pred, set()).discard(args)
+        if viewed:
+            self._record(action, b)
+
+    def _record(self, action: ActionSchema, b: Binding) -> None:
+        """TextWorld updates its facts with every effect atom of the operator, fired or not, adds
+        before deletes: after `use` a lamp's facts read `not_ison` whichever way it was switched. The
+        predicates a conditional effect touches keep that record beside the true state."""
+        ground = [(e.positive, e.condition is None, *_ground(e.atom, b)) for e in action.effects]
+        ground = [g for g in ground if g[2] in self.game.viewed]
+        kept = {(pred, args) for positive, plain, pred, args in ground if positive and plain}
+        for positive, _, pred, args in ground:
+            if positive:
+                self.view.setdefault(pred, set()).add(args)
+                self.negated.get(pred, set()).discard(args)
+        for positive, plain, pred, args in ground:
+            if not positive and not (plain and (pred, args) in kept):
+                was_recorded = args in self.view.get(pred, ())
+                self.view.get(pred, set()).discard(args)
+                if was_recorded or self._recorded(action, b, pred, args):
+                    self.negated.setdefault(pred, set()).add(args)
+
+    def _recorded(self, action: ActionSchema, b: Binding, pred: str, args: Row) -> bool:
+        """Whether TextWorld records deleting an atom that is false: Fast Downward's translation has
+        dropped the delete if the precondition already requires the atom false, or if no sequence of
+        actions can ever make it true (cooling a bowl, which nothing can heat, leaves no `not_ishot`)."""
+        if (pred, args) in {_ground(atom, b) for atom in _required(action.precondition)[1]}:
+            return False
+        return (pred, args) in self.game.reachable
+
+    def grammar_facts(self) -> set[tuple[str, Row]]:
+        """The facts the grammar reads, `not_` ones included: what TextWorld's state holds."""
+        out = {(pred, row) for pred, rows in self.game.static_rows.items() for row in rows}
+        for pred, rows in self.rows.items():
+            if pred not in self.game.viewed:
+                out |= {(pred, row) for row in rows}
+        for pred, rows in self.view.items():
+            out |= {(pred, row) for row in rows}
+        for pred, rows in self.negated.items():
+            out |= {("not_" + pred, row) for row in rows}
+        return out
