@@ -20,7 +20,7 @@ from services.envs.alfworld import generator, native
 from services.envs.alfworld.engine import NativeEngine, TextWorldEngine
 from services.envs.alfworld.games import Dialect, GeneratedGames
 from tests import alfworld_transcripts as transcripts
-from tests.service.test_alfworld_native import first_difference
+from tests.service.test_alfworld_native import first_difference, grammar_facts_of
 
 pytestmark = pytest.mark.sweep
 
@@ -38,7 +38,7 @@ def facts_difference(data: dict[str, Any], played: list[str]) -> str | None:
         for n, command in enumerate(played, 1):
             real.step(command)
             episode.step(command)
-            theirs = {(f.name, tuple(v.name for v in f.arguments)) for f in real._pddl._pddl_state.facts}
+            theirs = grammar_facts_of(real, episode.game)
             ours = episode.grammar_facts()
             if ours != theirs:
                 only = sorted(theirs - ours)[:3], sorted(ours - theirs)[:3]

@@ -131,7 +131,7 @@ class Effect:
 Binding = dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per parsed domain
 class ActionSchema:
     name: str
     parameters: tuple[tuple[str, str], ...]  # (`?x`, type)
@@ -142,12 +142,33 @@ class ActionSchema:
     def changes_nothing(self, b: Binding) -> bool:
         """Whether every effect of this grounding only restates its precondition: Fast Downward's
         translator drops such an operator (going to a receptacle at the agent's own location)."""
-        if any(e.condition is not None for e in self.effects):
+        checks = _restatements(self)
+        if checks is None:
             return False
-        true, false = _required(self.precondition)
         adds = {_ground(e.atom, b) for e in self.effects if e.positive}
-        deletes = {_ground(e.atom, b) for e in self.effects if not e.positive} - adds
-        return adds <= {_ground(a, b) for a in true} and deletes <= {_ground(a, b) for a in false}
+        for effect, candidates in checks:
+            atom = _ground(effect.atom, b)
+            if not (any(atom == _ground(c, b) for c in candidates) or (not effect.positive and atom in adds)):
+                return False
+        return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _restatements(action: ActionSchema) -> tuple[tuple[Effect, tuple[Atom, ...]], ...] | None:
+    """Per effect, the precondition's atoms it could restate (an add, one required true; a delete, one
+    required false); None when some effect can restate none, or is conditional: then no grounding of
+    the action is a no-op."""
+    if any(e.condition is not None for e in action.effects):
+        return None
+    true, false = _required(action.precondition)
+    added = {e.atom[0] for e in action.effects if e.positive}
+    out = []
+    for e in action.effects:
+        candidates = tuple(a for a in (true if e.positive else false) if a[0] == e.atom[0])
+        if not candidates and (e.positive or e.atom[0] not in added):
+            return None
+        out.append((e, candidates))
+    return tuple(out)
 
 
 def _ground(atom: Atom, b: Binding) -> Atom:
@@ -647,6 +668,7 @@ class _Found(Exception):
 
 
 _MISSING = object()
+_EVAL_GLOBALS: dict[str, Any] = {"__builtins__": __builtins__}
 
 
 class NativeGame:
@@ -673,6 +695,13 @@ class NativeGame:
         # Facts of predicates no effect touches never change: indexed here, once.
         self.fluent = {e.atom[0] for action in self.actions for e in action.effects}
         self.viewed = {e.atom[0] for action in self.actions for e in action.effects if e.condition is not None}
+        # The `not_` facts TextWorld keeps matter only where the grammar queries them: only those are kept.
+        self.negated_read = {
+            pred[4:]
+            for query in _grammar_queries(self.rules, self.texts)
+            for pred, _ in query
+            if pred.startswith("not_")
+        }
         self.init = [(pred, args) for pred, args in init if pred in self.fluent]
         self.static_rows: dict[str, set[Row]] = {}
         self.static_index: dict[str, list[dict[str, set[Row]]]] = {}
@@ -711,6 +740,12 @@ class NativeGame:
         self.names = {id_: entity.name for id_, entity in self.entities.items()}
         # A command's text depends on the state only through the fluent facts its template queries.
         self.static_template = {name: not _reads_fluents(text.template, self) for name, text in self.texts.items()}
+        # A command's text depends on the parameters its template reads (not `go to`'s start).
+        self.template_params = {
+            a.name: tuple(p for p, _ in a.parameters if p[1:] in _template_names(self.texts[a.name].template))
+            for a in self.actions
+            if a.name in self.texts
+        }
         self.reads = {name: _reads(plans, self.fluent) for name, plans in self.plans.items()}
         self.goal_reads = _reads(self.goal, self.fluent)
         self.memo: dict[Any, Any] = {}  # (action, the fluent facts it reads) -> its commands; the goal likewise
@@ -767,6 +802,22 @@ class NativeGame:
         return _load_game(str(gamefile), gamefile.stat().st_mtime_ns)
 
 
+def _grammar_queries(rules: dict[str, list[Rule]], texts: dict[str, ActionText]) -> Iterator[Query]:
+    """Every condition and `{... | query}` of a grammar."""
+    symbols: list[Symbol] = []
+    for items in rules.values():
+        for rule in items:
+            if rule.condition is not None:
+                yield rule.condition
+            symbols += rule.rhs
+    for text in texts.values():
+        symbols += text.template + text.feedback
+    for symbol in symbols:
+        item = symbol.item if isinstance(symbol, ListOf) else symbol
+        if isinstance(item, Conditional) and item.given is not None:
+            yield item.given
+
+
 def _reads(plans: list[tuple[_Step, ...]], fluent: set[str]) -> tuple[str, ...]:
     return tuple(sorted({step.pred for plan in plans for step in plan if step.pred in fluent}))
 
@@ -780,11 +831,23 @@ def _reads_fluents(symbols: tuple[Symbol, ...], game: NativeGame) -> bool:
         if isinstance(symbol, Conditional):
             if isinstance(symbol.expression, Nonterminal):
                 return True
-            if symbol.given and any(
-                pred.removeprefix("not_") in game.fluent or pred.startswith("not_") for pred, _ in symbol.given
-            ):
+            if symbol.given and any(pred in game.fluent or pred.startswith("not_") for pred, _ in symbol.given):
                 return True
     return False
+
+
+def _template_names(symbols: tuple[Symbol, ...]) -> set[str]:
+    """Every name a template's evaluations and queries mention (a superset of the placeholders it
+    reads: attribute names come along)."""
+    names: set[str] = set()
+    for symbol in symbols:
+        item = symbol.item if isinstance(symbol, ListOf) else symbol
+        if isinstance(item, Conditional):
+            if isinstance(item.expression, Evaluation):
+                names |= set(item.expression.code.co_names)
+            for _, params in item.given or ():
+                names |= {name for name, _ in params}
+    return names
 
 
 def _insert(rows: dict[str, set[Row]], index: dict[str, list[dict[str, set[Row]]]], pred: str, args: Row) -> None:
@@ -985,7 +1048,7 @@ class NativeEpisode:
                     return self.derive(rule.rhs, mapping, variables)
             raise IndexError(f"no rule of #{symbol.name}# applies")  # TextWorld fails the same way
         if isinstance(symbol, Evaluation):
-            return str(eval(symbol.code, {}, variables))
+            return str(eval(symbol.code, _EVAL_GLOBALS, variables))
         if isinstance(symbol, Conditional):
             return "".join(self._derive(symbol.expression, m, v) for m, v in self._contexts(symbol, mapping, variables))
         items = list(self._contexts(symbol.item, mapping, variables))
@@ -1026,7 +1089,7 @@ class NativeEpisode:
                 key = tuple([full[name] for name, _ in action.parameters])
                 if key not in seen:
                     seen.add(key)
-                    out.append({name: full[name] for name, _ in action.parameters})
+                    out.append(full)  # quantified variables ride along; nothing reads them
         return out
 
     def _complete(self, b: Binding, free: list[tuple[str, str]]) -> Iterator[Binding]:
@@ -1063,13 +1126,16 @@ class NativeEpisode:
     def _text(self, action: ActionSchema, b: Binding, memoise: bool) -> str | None:
         """A grounding's command, or None if it is a no-op (or its action has no template); memoised
         per game when the template reads no fluent fact."""
-        key = ("text", action.name, *(b[name] for name, _ in action.parameters))
-        text = self.game.memo.get(key, _MISSING) if memoise else _MISSING
+        if action.changes_nothing(b):
+            return None
+        if not memoise:
+            return self._command(action, b)
+        key = ("text", action.name, *(b[name] for name in self.game.template_params[action.name]))
+        text = self.game.memo.get(key, _MISSING)
         if text is _MISSING:
-            text = None if action.changes_nothing(b) else self._command(action, b)
-            if memoise:
-                self.game.remember(key, text)
-        return text  # type: ignore[return-value]
+            text = self._command(action, b)
+            self.game.remember(key, text)
+        return None if text is None else str(text)
 
     def _observe(self) -> list[str]:
         self.commands = {}
@@ -1129,7 +1195,7 @@ class NativeEpisode:
     def _apply(self, action: ActionSchema, b: Binding) -> None:
         """The step's effects on the state (those that fire; PDDL: deletes first, adds win), and on
         the grammar's facts as TextWorld records them."""
-        viewed = self.game.viewed
+        viewed, negated_read = self.game.viewed, self.game.negated_read
         firing = [
             e
             for i, e in enumerate(action.effects)
@@ -1143,7 +1209,7 @@ class NativeEpisode:
             if not positive and (pred, args) not in added:
                 was_true = args in self.rows.get(pred, ())
                 _remove(self.rows, self.index, pred, args)
-                if pred not in viewed and (was_true or self._recorded(action, b, pred, args)):
+                if pred not in viewed and pred in negated_read and (was_true or self._recorded(action, b, pred, args)):
                     self.negated.setdefault(pred, set()).add(args)
         for positive, pred, args in ground:
             if positive:
@@ -1168,7 +1234,7 @@ class NativeEpisode:
             if not positive and not (plain and (pred, args) in kept):
                 was_recorded = args in self.view.get(pred, ())
                 self.view.get(pred, set()).discard(args)
-                if was_recorded or self._recorded(action, b, pred, args):
+                if pred in self.game.negated_read and (was_recorded or self._recorded(action, b, pred, args)):
                     self.negated.setdefault(pred, set()).add(args)
 
     def _recorded(self, action: ActionSchema, b: Binding, pred: str, args: Row) -> bool:
@@ -1180,7 +1246,8 @@ class NativeEpisode:
         return (pred, args) in self.game.reachable
 
     def grammar_facts(self) -> set[tuple[str, Row]]:
-        """The facts the grammar reads, `not_` ones included: what TextWorld's state holds."""
+        """The facts the grammar reads: what TextWorld's state holds, less the `not_` facts of
+        predicates no query of the grammar reads negated."""
         out = {(pred, row) for pred, rows in self.game.static_rows.items() for row in rows}
         for pred, rows in self.rows.items():
             if pred not in self.game.viewed:
