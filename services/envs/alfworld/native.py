@@ -145,10 +145,16 @@ class ActionSchema:
         checks = _restatements(self)
         if checks is None:
             return False
-        adds = {_ground(e.atom, b) for e in self.effects if e.positive}
-        for effect, candidates in checks:
+        adds = None
+        for effect, candidates in checks:  # adds first (see `_restatements`): most groundings fail there
             atom = _ground(effect.atom, b)
-            if not (any(atom == _ground(c, b) for c in candidates) or (not effect.positive and atom in adds)):
+            if any(atom == _ground(c, b) for c in candidates):
+                continue
+            if effect.positive:
+                return False
+            if adds is None:
+                adds = {_ground(e.atom, b) for e in self.effects if e.positive}
+            if atom not in adds:
                 return False
         return True
 
@@ -168,11 +174,11 @@ def _restatements(action: ActionSchema) -> tuple[tuple[Effect, tuple[Atom, ...]]
         if not candidates and (e.positive or e.atom[0] not in added):
             return None
         out.append((e, candidates))
-    return tuple(out)
+    return tuple(sorted(out, key=lambda pair: not pair[0].positive))
 
 
 def _ground(atom: Atom, b: Binding) -> Atom:
-    return atom[0], tuple(b.get(a, a) for a in atom[1])
+    return atom[0], tuple([b.get(a, a) for a in atom[1]])
 
 
 @functools.lru_cache(maxsize=1024)
@@ -715,6 +721,12 @@ class NativeGame:
             a.name: [_compile_plan(c, set(), a.types, size) for c in dnf(a.precondition)] for a in self.actions
         }
         params = {a.name: {name for name, _ in a.parameters} for a in self.actions}
+        self.bound_by_plans = {  # whether every plan of an action binds all its parameters
+            a.name: all(
+                params[a.name] <= {var for step in plan for _, var, _ in step.binds} for plan in self.plans[a.name]
+            )
+            for a in self.actions
+        }
         self.effect_plans = {
             (a.name, i): [_compile_plan(c, params[a.name], a.types, size) for c in dnf(e.condition)]
             for a in self.actions
@@ -1083,10 +1095,12 @@ class NativeEpisode:
         for plan in self.game.plans[action.name]:
             self._run(plan, 0, {}, found)
         out, seen = [], set()
+        names = [name for name, _ in action.parameters]
+        bound = self.game.bound_by_plans[action.name]
         for b in found:
-            free = [(name, kind) for name, kind in action.parameters if name not in b]
+            free = [] if bound else [(name, kind) for name, kind in action.parameters if name not in b]
             for full in self._complete(b, free) if free else (b,):
-                key = tuple([full[name] for name, _ in action.parameters])
+                key = tuple([full[name] for name in names])
                 if key not in seen:
                     seen.add(key)
                     out.append(full)  # quantified variables ride along; nothing reads them
@@ -1111,7 +1125,7 @@ class NativeEpisode:
         through the fluent facts its precondition reads, so they are memoised per game on those."""
         game = self.game
         memoise = game.static_template.get(action.name, False)
-        key = ("offers", action.name, *(self._snapshot(p) for p in game.reads[action.name])) if memoise else None
+        key = ("offers", action.name, *[self._snapshot(p) for p in game.reads[action.name]]) if memoise else None
         offers = game.memo.get(key) if memoise else None
         if offers is None:
             offers = []
@@ -1130,7 +1144,7 @@ class NativeEpisode:
             return None
         if not memoise:
             return self._command(action, b)
-        key = ("text", action.name, *(b[name] for name in self.game.template_params[action.name]))
+        key = ("text", action.name, *[b[name] for name in self.game.template_params[action.name]])
         text = self.game.memo.get(key, _MISSING)
         if text is _MISSING:
             text = self._command(action, b)
