@@ -6,22 +6,28 @@ admissible commands, `won` and `done`. The differential suite (`tests/service/te
 and the `sweep` marker) holds it to the real engine step by step. How it does the same thing:
 
 - **Dynamics** are the PDDL domain's, read from the file: an action's groundings are the bindings that
-  satisfy its precondition in the current state (FD's applicable operators), found by a join over the
-  state's facts; effects are applied with PDDL's delete-then-add semantics, conditional effects
-  evaluated in the state before the step.
-- **The facts the grammar sees** are TextWorld's: the problem's initial facts, then each effect of a
-  step as TextWorld records it: a negative effect removes `p(x)` and adds `not_p(x)`, a positive one
-  removes `not_p(x)` and adds `p(x)`. The grammar queries those `not_` facts (`not_inreceptacle` for
-  what lies on the floor), so they are kept as TextWorld keeps them.
+  satisfy its precondition in the current state (FD's applicable operators, the disjunctions split
+  as FD splits them), found by a join over indexed facts; a grounding whose effects only restate its
+  precondition is dropped, as FD's translator drops it. Effects apply with PDDL's delete-then-add
+  semantics, conditional effects evaluated in the state before the step.
+- **The facts the grammar sees** are TextWorld's: it records each effect atom of the operator FD
+  applied, fired or not, adds first, as `p(x)` (dropping `not_p(x)`) or `not_p(x)` (dropping `p(x)`).
+  So predicates a conditional effect touches keep that record beside the true state (a lamp reads
+  `not_ison` after `use`), and a delete FD has dropped (of an atom no action can make true, or one
+  the precondition requires false) leaves no `not_` fact. Only the `not_` predicates the grammar
+  queries are kept (`not_inreceptacle`, for what lies on the floor).
 - **Texts** come from the file's grammar (`alfred.twl2` and its 2.1.1 twin, or any file in that
   format): a context-sensitive grammar whose rules are chosen by the first condition that holds,
   with `{...}` evaluations, `{x | query}` expansions over query answers in sorted-fact order, and
   `[...]` lists. Its symbols are parsed here with the same rules (and quirks) as TextWorld's parser.
 - **Names** are ALFWorld's demangled ones (`cabinet 3`): ids sorted, numbers handed out from the end.
+- **Memos** (per game, of pure results): the commands an action offers, on the fluent facts its
+  precondition reads; a grounding's command text, on the parameters its template reads; the goal's
+  answer; the state, intro and commands of a reset.
 
-A game's parse (`NativeGame`) is immutable and shared by every episode of it; an episode
-(`NativeEpisode`) owns only its facts. Nothing is global or locked: episodes of one game or of many
-run in as many threads as the caller likes.
+A game's parse (`NativeGame`) is shared by every episode of it and changes only by its memos; an
+episode (`NativeEpisode`) owns only its facts. Nothing is locked: episodes of one game or of many run
+in as many threads as the caller likes.
 """
 
 from __future__ import annotations
