@@ -259,7 +259,10 @@ async def test_official_tree_runs_unchanged(
 
 @pytest.mark.slow  # ~5 s: ALFWorld games replayed; run by .ci/run after the default suite
 async def test_live_cache_is_bounded(alfworld_cache: Path) -> None:
-    async with serve(alfworld(alfworld_cache, live_cache_size=2, sim_threads=2)) as client:
+    """On `textworld`, whose engines are the scarce thing: the live cache and the engine pool stay
+    bounded while replays rebuild evicted episodes."""
+    settings = alfworld(alfworld_cache, live_cache_size=2, sim_threads=2, alfworld_backend="textworld")
+    async with serve(settings) as client:
         task_id = (await first_of_type(client, "valid_seen"))["pick_and_place_simple"]
         plan = None
         ids = []

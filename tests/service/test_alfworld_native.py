@@ -80,6 +80,7 @@ def test_native_engine_replays_every_golden_transcript(golden: dict[str, Any]) -
     assert not differences, "\n".join(differences[:5])
 
 
+@pytest.mark.slow  # TextWorld steps; run by .ci/run after the default suite
 def test_the_golden_transcripts_are_the_installed_engines(golden: dict[str, Any]) -> None:
     """A sample replayed on TextWorld itself, so the oracle is not stale."""
     sample = [g for g in golden["games"] if g["split"] == "valid_unseen"][::16]
@@ -197,6 +198,7 @@ EXTRA_RULES = {  # rule name: a rule put first, reading what ALFWorld's grammar 
 }
 
 
+@pytest.mark.slow  # TextWorld steps; run by .ci/run after the default suite
 def test_a_grammar_reading_what_alfworlds_does_not(golden: dict[str, Any]) -> None:
     """A grammar that queries `not_ishot` and `ison`, which ALFWorld's does not: the native engine then
     keeps those facts as TextWorld does. Cooling a bowl, then examining it (nothing can heat a bowl:
