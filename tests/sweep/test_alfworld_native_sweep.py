@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,34 +15,13 @@ from typing import Any
 
 import pytest
 
-from services.envs.alfworld import generator, native
+from services.envs.alfworld import generator
 from services.envs.alfworld.engine import NativeEngine, TextWorldEngine
 from services.envs.alfworld.games import Dialect, GeneratedGames
 from tests import alfworld_transcripts as transcripts
-from tests.service.test_alfworld_native import first_difference, grammar_facts_of
+from tests.service.test_alfworld_native import facts_difference, first_difference
 
 pytestmark = pytest.mark.sweep
-
-
-def facts_difference(data: dict[str, Any], played: list[str]) -> str | None:
-    """The first step after which the facts the grammar reads (`not_` ones included) differ."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "game.tw-pddl"
-        path.write_text(json.dumps(data))
-        real = TextWorldEngine()
-        real.load(path)
-        real.reset()
-        episode = native.NativeEpisode(native.NativeGame(data))
-        episode.reset()
-        for n, command in enumerate(played, 1):
-            real.step(command)
-            episode.step(command)
-            theirs = grammar_facts_of(real, episode.game)
-            ours = episode.grammar_facts()
-            if ours != theirs:
-                only = sorted(theirs - ours)[:3], sorted(ours - theirs)[:3]
-                return f"facts after step {n} ({command!r}): textworld only {only[0]}, native only {only[1]}"
-    return None
 
 
 def commands(walk: str, seed: str, data: dict[str, Any]) -> Callable[[int, list[str]], str | None]:
